@@ -1,0 +1,195 @@
+"""An attempt: one contestant's play of one case, from opening to submission.
+
+The attempt records what happened (questions with the facts they matched,
+orders, the submission) and refuses what the rules do not allow. It never
+reads a clock: every method takes `now` (seconds, server time) from the caller.
+Methods return domain events, which the server persists before acknowledging.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from arena.cases import Case, Orderable
+from arena.errors import (
+    AlreadySubmitted,
+    BadRequest,
+    DeadlinePassed,
+    RoundNotRunning,
+    TurnInProgress,
+    UnknownOrder,
+)
+from arena.matching import QuestionMatcher
+from arena.patient import Turn
+
+MAX_QUESTION_CHARS = 500
+MAX_DIAGNOSIS_CHARS = 200
+MAX_REASONING_CHARS = 4000
+MAX_DIFFERENTIALS = 10
+
+
+class Question(msgspec.Struct, frozen=True, kw_only=True):
+    turn: int
+    text: str
+    fact_ids: tuple[str, ...]
+    at: float
+
+
+class Ordered(msgspec.Struct, frozen=True, kw_only=True):
+    item_id: str
+    kind: Literal["exam", "test"]
+    at: float
+
+
+class Submission(msgspec.Struct, frozen=True, kw_only=True):
+    diagnosis: str
+    differentials: tuple[str, ...] = ()
+    reasoning: str = ""
+    at: float = 0.0
+
+
+# Domain events: what the server appends to the audit log.
+class Asked(msgspec.Struct, frozen=True, tag="asked", kw_only=True):
+    turn: int
+    text: str
+    fact_ids: tuple[str, ...]
+
+
+class Answered(msgspec.Struct, frozen=True, tag="answered", kw_only=True):
+    turn: int
+    text: str
+    status: Literal["ok", "failed"]
+    engine: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    error: str = ""
+
+
+class OrderPlaced(msgspec.Struct, frozen=True, tag="ordered", kw_only=True):
+    item_id: str
+    kind: Literal["exam", "test"]
+    result: str
+
+
+class Submitted(msgspec.Struct, frozen=True, tag="submitted", kw_only=True):
+    diagnosis: str
+    differentials: tuple[str, ...]
+    reasoning: str
+
+
+class Attempt:
+    """State of one contestant's attempt at a case; `deadline` None means untimed."""
+
+    def __init__(
+        self,
+        case: Case,
+        matcher: QuestionMatcher,
+        *,
+        started_at: float,
+        deadline: float | None = None,
+    ) -> None:
+        self.case = case
+        self.matcher = matcher
+        self.started_at = started_at
+        self.deadline = deadline
+        self.questions: list[Question] = []
+        self.transcript: list[Turn] = []
+        self.orders: list[Ordered] = []
+        self.submission: Submission | None = None
+        self._pending_turn: int | None = None
+
+    def _check_open(self, now: float) -> None:
+        if self.submission is not None:
+            raise RoundNotRunning("你已提交诊断，本场已结束。", "You have already submitted.")
+        if self.deadline is not None and now > self.deadline:
+            raise DeadlinePassed("时间已到，不能再进行操作。", "Time is up.")
+
+    def ask(self, text: str, now: float) -> Asked:
+        """Record a question; the answer must follow with `answered` before the next one."""
+        self._check_open(now)
+        text = text.strip()
+        if not text:
+            raise BadRequest("问题不能为空。", "The question is empty.")
+        if len(text) > MAX_QUESTION_CHARS:
+            raise BadRequest(
+                f"问题太长（最多 {MAX_QUESTION_CHARS} 字）。",
+                f"Question too long (max {MAX_QUESTION_CHARS} characters).",
+            )
+        if self._pending_turn is not None:
+            raise TurnInProgress("病人还在回答上一个问题，请稍候。", "The patient is still answering.")
+        turn = len(self.questions) + 1
+        fact_ids = tuple(m.fact_id for m in self.matcher.match(text))
+        self.questions.append(Question(turn=turn, text=text, fact_ids=fact_ids, at=now))
+        self._pending_turn = turn
+        return Asked(turn=turn, text=text, fact_ids=fact_ids)
+
+    def answered(self, turn: int, answer: Answered) -> Answered:
+        """Close the pending turn. A failed answer is kept out of the LLM's history."""
+        if self._pending_turn != turn:
+            raise BadRequest("没有等待回答的问题。", f"Turn {turn} is not pending.")
+        self._pending_turn = None
+        if answer.status == "ok":
+            self.transcript.append(Turn(self.questions[turn - 1].text, answer.text))
+        return answer
+
+    def order(self, item_id: str, now: float) -> tuple[OrderPlaced, Orderable]:
+        """Order an exam or test; the result comes from the case, at once."""
+        self._check_open(now)
+        item = self.case.orderable(item_id)
+        if item is None:
+            raise UnknownOrder(
+                "本病例没有这项检查。", f"This case offers no item {item_id!r}.", item_id=item_id
+            )
+        kind: Literal["exam", "test"] = "exam" if item in self.case.exams else "test"
+        if not any(o.item_id == item_id for o in self.orders):
+            self.orders.append(Ordered(item_id=item_id, kind=kind, at=now))
+        return OrderPlaced(item_id=item_id, kind=kind, result=item.result), item
+
+    def submit(
+        self, diagnosis: str, differentials: list[str], reasoning: str, now: float
+    ) -> Submitted:
+        """Submit once; a second submission is refused."""
+        if self.submission is not None:
+            raise AlreadySubmitted("你已经提交过诊断，不能重复提交。", "Already submitted.")
+        self._check_open(now)
+        diagnosis = diagnosis.strip()
+        if not diagnosis:
+            raise BadRequest("请填写主要诊断。", "The primary diagnosis is empty.")
+        if len(diagnosis) > MAX_DIAGNOSIS_CHARS or len(reasoning) > MAX_REASONING_CHARS:
+            raise BadRequest("诊断或诊断依据过长。", "Diagnosis or reasoning too long.")
+        diffs = tuple(d.strip() for d in differentials if d.strip())
+        if len(diffs) > MAX_DIFFERENTIALS:
+            raise BadRequest(
+                f"鉴别诊断最多 {MAX_DIFFERENTIALS} 项。",
+                f"At most {MAX_DIFFERENTIALS} differentials.",
+            )
+        self.submission = Submission(
+            diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip(), at=now
+        )
+        return Submitted(diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip())
+
+    def retract(self, event: Asked | OrderPlaced | Submitted) -> None:
+        """Undo an event the server could not make durable, as if it never happened."""
+        if isinstance(event, Asked) and self.questions and self.questions[-1].turn == event.turn:
+            self.questions.pop()
+            self._pending_turn = None
+        elif isinstance(event, OrderPlaced):
+            self.orders = [o for o in self.orders if o.item_id != event.item_id]
+        elif isinstance(event, Submitted):
+            self.submission = None
+
+    @property
+    def pending_turn(self) -> int | None:
+        return self._pending_turn
+
+    @property
+    def asked_fact_ids(self) -> set[str]:
+        return {f for q in self.questions for f in q.fact_ids}
+
+    @property
+    def ordered_ids(self) -> list[str]:
+        return [o.item_id for o in self.orders]

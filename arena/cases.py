@@ -1,0 +1,307 @@
+"""The case: schema, loading and validation.
+
+A case is a JSON document decoded once, strictly (unknown fields are errors),
+into frozen msgspec structs. It has two halves that must never mix: what the
+patient knows (`demographics`, `persona`, `opening`, `facts`) and what only the
+examiner knows (`exams`, `tests` results and the `answer_key`). `arena.patient`
+builds the patient from the first half only.
+
+`check_case` reports every problem it can find with a JSON path, so an author
+fixes a file in one pass rather than one error per run.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import msgspec
+
+from arena.errors import CaseInvalid
+
+SCHEMA_VERSION = 1
+MAX_CASE_BYTES = 1_000_000
+
+Sex = Literal["male", "female"]
+Level = Literal["low", "medium", "high"]
+FactCategory = Literal[
+    "hpi",  # 现病史
+    "past",  # 既往史
+    "medications",  # 用药史
+    "allergies",  # 过敏史
+    "family",  # 家族史
+    "social",  # 个人史/社会史
+    "menstrual_obstetric",  # 月经婚育史
+    "ros",  # 系统回顾
+]
+Difficulty = Literal["easy", "medium", "hard"]
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
+
+
+class Model(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every case struct: strict and immutable."""
+
+
+class Demographics(Model, kw_only=True):
+    name: str  # fictional; shown to the contestant
+    sex: Sex
+    age: int
+    occupation: str = ""
+
+
+class Persona(Model, kw_only=True):
+    personality: str
+    speech_style: str
+    health_literacy: Level
+    recall: Level
+    ideas: str  # what the patient thinks is going on (idea)
+    concerns: str  # what frightens them (concern)
+    expectations: str  # what they hope the doctor does (expectation)
+
+
+class Vitals(Model, kw_only=True):
+    temperature_c: float
+    heart_rate: int
+    respiratory_rate: int
+    systolic_bp: int
+    diastolic_bp: int
+    spo2: int
+    weight_kg: float | None = None
+
+
+class Opening(Model, kw_only=True):
+    chief_complaint: str  # 主诉 in clinical words, shown on the case card
+    statement: str  # the patient's first words, in their own voice
+    appearance: str  # what anyone entering the room sees
+    vitals: Vitals
+
+
+class Fact(Model, kw_only=True):
+    """Something the patient tells only when asked."""
+
+    id: str
+    category: FactCategory
+    topic: str  # short label, e.g. 疼痛性质
+    questions: list[str]  # ways a doctor might ask; the matcher learns from these
+    answer: str  # the patient's own words
+    negative: bool = False  # a pertinent negative ("no, never had that")
+
+
+class Orderable(Model, kw_only=True):
+    """A physical examination or a test: the result comes from the case, never the LLM."""
+
+    id: str
+    name: str
+    aliases: list[str] = []
+    result: str
+    abnormal: bool = False
+    cost_yuan: float = 0.0
+    minutes: int = 0
+
+
+class Diagnosis(Model, kw_only=True):
+    name: str
+    name_en: str = ""
+    synonyms: list[str] = []
+    icd10: str = ""
+
+
+class ChecklistItem(Model, kw_only=True):
+    """A point a good interview or work-up covers; met by asking a fact or ordering an item."""
+
+    id: str
+    text: str
+    weight: int
+    facts: list[str] = []
+    orders: list[str] = []
+
+
+class AnswerKey(Model, kw_only=True):
+    diagnosis: Diagnosis
+    partial: list[Diagnosis] = []  # answers a judge would give part credit for
+    differentials: list[Diagnosis]
+    checklist: list[ChecklistItem]
+    red_flags: list[ChecklistItem]
+    necessary_tests: list[str]
+    unnecessary_tests: list[str] = []
+    teaching_points: list[str] = []
+
+
+class Case(Model, kw_only=True):
+    schema_version: int
+    id: str
+    title: str  # must not give the diagnosis away: it is shown before the round
+    title_en: str = ""
+    specialty: str
+    difficulty: Difficulty
+    minutes: int = 20  # suggested time for a timed round
+    demographics: Demographics
+    persona: Persona
+    opening: Opening
+    facts: list[Fact]
+    exams: list[Orderable]
+    tests: list[Orderable]
+    answer_key: AnswerKey
+
+    def orderable(self, order_id: str) -> Orderable | None:
+        """The exam or test with this id, or None."""
+        for item in (*self.exams, *self.tests):
+            if item.id == order_id:
+                return item
+        return None
+
+    def fact(self, fact_id: str) -> Fact | None:
+        for f in self.facts:
+            if f.id == fact_id:
+                return f
+        return None
+
+
+def _convert_problems(value: Any, typ: Any, path: str) -> list[str]:
+    """Structural problems of `value` as `typ`, element by element for lists of structs."""
+    if isinstance(value, list) and getattr(typ, "__origin__", None) is list:
+        (item_type,) = typ.__args__
+        problems: list[str] = []
+        for i, item in enumerate(value):
+            problems += _convert_problems(item, item_type, f"{path}[{i}]")
+        return problems
+    try:
+        msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        # msgspec reports "... - at `$.a.b`"; re-root that path under ours.
+        m = re.search(r" - at `\$(.*)`$", msg)
+        if m:
+            return [f"{path}{m.group(1)}: {msg[: m.start()]}"]
+        return [f"{path}: {msg}"]
+    return []
+
+
+def _structural_problems(raw: Any) -> list[str]:
+    if not isinstance(raw, dict):
+        return ["$: a case must be a JSON object"]
+    problems: list[str] = []
+    hints = msgspec.structs.fields(Case)
+    known = {f.encode_name: f for f in hints}
+    for key in raw:
+        if key not in known:
+            problems.append(f"$.{key}: unknown field")
+    types = typing.get_type_hints(Case)
+    for name, field in known.items():
+        if name not in raw:
+            if field.required:
+                problems.append(f"$.{name}: required field is missing")
+            continue
+        problems += _convert_problems(raw[name], types[field.name], f"$.{name}")
+    return problems
+
+
+def _duplicates(ids: Iterable[str]) -> set[str]:
+    seen: set[str] = set()
+    dup: set[str] = set()
+    for i in ids:
+        (dup if i in seen else seen).add(i)
+    return dup
+
+
+def _semantic_problems(case: Case) -> list[str]:
+    p: list[str] = []
+    if case.schema_version != SCHEMA_VERSION:
+        p.append(f"$.schema_version: expected {SCHEMA_VERSION}, got {case.schema_version}")
+    if not _ID.match(case.id):
+        p.append("$.id: use 2-48 lowercase letters, digits or _ starting with a letter")
+    v = case.opening.vitals
+    ranges = {
+        "temperature_c": (30.0, 43.0),
+        "heart_rate": (20, 250),
+        "respiratory_rate": (4, 70),
+        "systolic_bp": (40, 280),
+        "diastolic_bp": (20, 180),
+        "spo2": (50, 100),
+    }
+    for name, (lo, hi) in ranges.items():
+        value = getattr(v, name)
+        if not lo <= value <= hi:
+            p.append(f"$.opening.vitals.{name}: {value} is outside {lo}-{hi}")
+    if v.diastolic_bp >= v.systolic_bp:
+        p.append("$.opening.vitals.diastolic_bp: must be below systolic_bp")
+    if not 0 < case.demographics.age < 120:
+        p.append(f"$.demographics.age: {case.demographics.age} is not a plausible age")
+
+    for label, items in (("facts", case.facts), ("exams", case.exams), ("tests", case.tests)):
+        for i, item in enumerate(items):
+            if not _ID.match(item.id):
+                p.append(f"$.{label}[{i}].id: {item.id!r} is not a valid id")
+    fact_ids = [f.id for f in case.facts]
+    order_ids = [o.id for o in (*case.exams, *case.tests)]
+    for dup in sorted(_duplicates(fact_ids + order_ids)):
+        p.append(f"$: id {dup!r} is used more than once")
+    for i, f in enumerate(case.facts):
+        if len(f.questions) < 2:
+            p.append(f"$.facts[{i}].questions: give at least 2 example questions")
+        if not f.answer.strip():
+            p.append(f"$.facts[{i}].answer: empty")
+    if not any(f.negative for f in case.facts):
+        p.append("$.facts: include pertinent negatives (negative: true)")
+    if not case.tests:
+        p.append("$.tests: a case needs orderable tests")
+
+    key = case.answer_key
+    if not key.diagnosis.name.strip():
+        p.append("$.answer_key.diagnosis.name: empty")
+    if len(key.differentials) < 2:
+        p.append("$.answer_key.differentials: give at least 2")
+    if len(key.checklist) < 10:
+        p.append(f"$.answer_key.checklist: {len(key.checklist)} items, at least 10 required")
+    known_facts, known_orders = set(fact_ids), set(order_ids)
+    for label, items in (("checklist", key.checklist), ("red_flags", key.red_flags)):
+        for dup in sorted(_duplicates(i.id for i in items)):
+            p.append(f"$.answer_key.{label}: id {dup!r} is used more than once")
+        for i, item in enumerate(items):
+            where = f"$.answer_key.{label}[{i}]"
+            if not 1 <= item.weight <= 10:
+                p.append(f"{where}.weight: {item.weight} is outside 1-10")
+            if not item.facts and not item.orders:
+                p.append(f"{where}: name the facts or orders that meet it")
+            p += [f"{where}.facts: unknown fact {x!r}" for x in item.facts if x not in known_facts]
+            p += [
+                f"{where}.orders: unknown order {x!r}" for x in item.orders if x not in known_orders
+            ]
+    for label in ("necessary_tests", "unnecessary_tests"):
+        for i, x in enumerate(getattr(key, label)):
+            if x not in known_orders:
+                p.append(f"$.answer_key.{label}[{i}]: unknown order {x!r}")
+    both = set(key.necessary_tests) & set(key.unnecessary_tests)
+    if both:
+        p.append(f"$.answer_key: {sorted(both)} are both necessary and unnecessary")
+    return p
+
+
+def check_case(data: bytes) -> tuple[Case | None, list[str]]:
+    """Validate a case document.
+
+    Returns the decoded case (None if it could not be decoded) and every problem
+    found, each as "JSON path: message". A case is usable only when the list is empty.
+    """
+    if len(data) > MAX_CASE_BYTES:
+        return None, [f"$: file is {len(data)} bytes, limit {MAX_CASE_BYTES}"]
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        return None, [f"$: not valid JSON ({exc})"]
+    problems = _structural_problems(raw)
+    if problems:
+        return None, problems
+    case = msgspec.convert(raw, Case)
+    return case, _semantic_problems(case)
+
+
+def load_case(data: bytes, source: str = "<case>") -> Case:
+    """Decode and validate one case; raise `CaseInvalid` listing every problem."""
+    case, problems = check_case(data)
+    if problems or case is None:
+        raise CaseInvalid(source, problems)
+    return case

@@ -1,0 +1,78 @@
+"""Domain errors.
+
+Every failure a user can cause is an `ArenaError` with a stable machine code and
+a message in Chinese first and English second. `server/errors.py` maps them to
+HTTP statuses and WebSocket error replies in one place; nothing else in the
+server invents user-facing error text.
+"""
+
+from __future__ import annotations
+
+
+class ArenaError(Exception):
+    """Base of all domain errors: `code` is stable, messages are for people."""
+
+    code = "arena_error"
+    status = 400  # the HTTP status the server maps this to
+
+    def __init__(self, message_zh: str, message_en: str, **detail: object) -> None:
+        super().__init__(message_en)
+        self.message_zh = message_zh
+        self.message_en = message_en
+        self.detail = detail
+
+
+class BadRequest(ArenaError):
+    code = "bad_request"
+
+
+class NotFound(ArenaError):
+    code = "not_found"
+    status = 404
+
+
+class CaseNotFound(NotFound):
+    code = "case_not_found"
+
+
+class CaseInvalid(ArenaError):
+    """A case file failed validation; `problems` lists every one with its path."""
+
+    code = "case_invalid"
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(
+            f"病例文件 {source} 有 {len(problems)} 处错误：" + "；".join(problems),
+            f"case file {source} has {len(problems)} problem(s): " + "; ".join(problems),
+            problems=problems,
+        )
+        self.problems = problems
+
+
+class IllegalTransition(ArenaError):
+    code = "illegal_transition"
+    status = 409
+
+
+class RoundNotRunning(ArenaError):
+    code = "round_not_running"
+    status = 409
+
+
+class DeadlinePassed(ArenaError):
+    code = "deadline_passed"
+    status = 409
+
+
+class UnknownOrder(ArenaError):
+    code = "unknown_order"
+
+
+class AlreadySubmitted(ArenaError):
+    code = "already_submitted"
+    status = 409
+
+
+class TurnInProgress(ArenaError):
+    code = "turn_in_progress"
+    status = 409

@@ -1,0 +1,409 @@
+"""An OpenAI-compatible streaming LLM simulator, for tests and benchmarks.
+
+It speaks the wire protocol of vLLM's `/v1/chat/completions` exactly (SSE
+`chat.completion.chunk` events, a final chunk with `finish_reason`, the
+`include_usage` chunk, `data: [DONE]`) with configurable time to first token,
+inter-token latency and faults, so the patient engine and the hub can be tested
+over a real socket and benchmarked against a known baseline.
+
+    python -m loadtest.llm_sim --host 127.0.0.1 --port 8100 --ttft-ms 100 --itl-ms 20
+
+Control endpoints (not part of the OpenAI API):
+
+- `POST /sim/config` with a JSON object of `SimConfig` fields to change; returns the config.
+- `GET /sim/stats` counters and the last request body; `POST /sim/reset` zeroes them.
+
+Cost per token is one `asyncio.sleep` and one pre-framed `send`: the simulator has
+to hold 500 concurrent streams on two cores next to the server under test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import msgspec
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+Fault = Literal["none", "http_500", "http_503", "midstream_error", "stall", "drop"]
+_Ms = Annotated[float, msgspec.Meta(ge=0)]
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+
+DEFAULT_REPLY = "医生，我这胸口从昨天晚上开始就一阵一阵地疼，像有块石头压着，喘不上气，还出了一身冷汗。"
+
+
+class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the simulator behaves; replaced as a whole, so a stream keeps the config it began with."""
+
+    model: str = "patient"
+    ttft_ms: _Ms = 100.0
+    itl_ms: _Ms = 20.0
+    reply: str = DEFAULT_REPLY
+    fault: Fault = "none"
+    # Stream faults (midstream_error, stall, drop) strike after this many content tokens.
+    fault_after_tokens: _Count = 3
+
+
+class SimStats(msgspec.Struct, kw_only=True):
+    requests: int = 0
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_disconnected: int = 0
+    streams_faulted: int = 0
+    active_streams: int = 0
+    last_request: Any = None
+
+
+# A token is an English word (with its leading space), up to two CJK characters, or one other
+# character: close enough to a real tokenizer for timing, and the pieces join back exactly.
+_TOKEN = re.compile(r"\s*[A-Za-z0-9]+(?:['.-][A-Za-z0-9]+)*|[\u3400-\u9fff]{1,2}|\s*\S|\s+")
+# vLLM caches whole blocks of this many tokens.
+_BLOCK = 16
+_PREFIX_CACHE_ENTRIES = 65_536
+_JSON_HEADERS = {"content-type": "application/json"}
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+]
+_DONE = b"data: [DONE]\n\n"
+_encode = msgspec.json.encode
+
+
+def tokenize(text: str) -> list[str]:
+    """The simulator's tokens of `text`; `"".join(tokenize(t)) == t`."""
+    return _TOKEN.findall(text)
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _error_body(message: str, type_: str, code: int | str | None) -> bytes:
+    return _encode({"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def _error(status: int, message: str, type_: str) -> Response:
+    return Response(_error_body(message, type_, status), status, headers=_JSON_HEADERS)
+
+
+class _Sim:
+    """The simulator's state: current config, counters, and a model of vLLM's prefix cache."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.stats = SimStats()
+        self._prefixes: OrderedDict[int, None] = OrderedDict()
+        self._tokens: dict[str, list[str]] = {}
+        self._ids = itertools.count(1)
+
+    def tokens(self, text: str) -> list[str]:
+        toks = self._tokens.get(text)
+        if toks is None:
+            if len(self._tokens) > 64:
+                self._tokens.clear()
+            toks = self._tokens[text] = tokenize(text)
+        return toks
+
+    def prompt_usage(self, messages: Sequence[Any]) -> tuple[int, int]:
+        """(prompt tokens, cached tokens): about 1.5 characters a token; the longest run of
+        whole messages already seen is cached, in whole blocks, never the entire prompt."""
+        chars = cached_chars = 0
+        key = 0
+        keys = []
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            text = _text_of(m.get("content"))
+            key = hash((key, m.get("role"), text))
+            chars += len(text)
+            keys.append(key)
+            if key in self._prefixes:
+                cached_chars = chars
+                self._prefixes.move_to_end(key)
+        for k in keys:
+            self._prefixes[k] = None
+        while len(self._prefixes) > _PREFIX_CACHE_ENTRIES:
+            self._prefixes.popitem(last=False)
+        prompt = max(1, math.ceil(chars / 1.5))
+        cached = min(int(cached_chars / 1.5) // _BLOCK * _BLOCK, (prompt - 1) // _BLOCK * _BLOCK)
+        return prompt, cached
+
+    async def models(self, request: Request) -> Response:
+        model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "llm-sim"}
+        return Response(_encode({"object": "list", "data": [model]}), headers=_JSON_HEADERS)
+
+    async def chat(self, request: Request) -> Response:
+        cfg = self.config
+        self.stats.requests += 1
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError as exc:
+            return _error(400, f"invalid JSON body: {exc}", "BadRequestError")
+        self.stats.last_request = body
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "'messages' must be a list", "BadRequestError")
+        if body.get("model") != cfg.model:
+            return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        if cfg.fault == "http_500":
+            return _error(500, "simulated internal server error", "InternalServerError")
+        if cfg.fault == "http_503":
+            return _error(503, "simulated overload, try again later", "ServiceUnavailableError")
+
+        tokens = self.tokens(cfg.reply)
+        finish = "stop"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and 0 < limit < len(tokens):
+            tokens, finish = tokens[:limit], "length"
+        prompt, cached = self.prompt_usage(body["messages"])
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens),
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+        ident = f"chatcmpl-sim{next(self._ids)}"
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            return _EventStream(self, cfg, ident, tokens, finish, usage if include_usage else None)
+        return await self._complete(cfg, request, ident, tokens, finish, usage)
+
+    async def _complete(
+        self,
+        cfg: SimConfig,
+        request: Request,
+        ident: str,
+        tokens: list[str],
+        finish: str,
+        usage: dict[str, Any],
+    ) -> Response:
+        if cfg.fault == "stall":
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.05)
+            return Response(status_code=499)  # nobody is listening any more
+        await asyncio.sleep((cfg.ttft_ms + cfg.itl_ms * max(len(tokens) - 1, 0)) / 1000)
+        if cfg.fault == "midstream_error":
+            return _error(500, "simulated engine error", "InternalServerError")
+        message = {"role": "assistant", "content": "".join(tokens)}
+        payload = _encode(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": cfg.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+        if cfg.fault == "drop":
+            return _Truncated(payload)
+        return Response(payload, headers=_JSON_HEADERS)
+
+    async def get_stats(self, request: Request) -> Response:
+        return Response(_encode(self.stats), headers=_JSON_HEADERS)
+
+    async def reset(self, request: Request) -> Response:
+        active = self.stats.active_streams
+        self.stats = SimStats(active_streams=active)
+        self._prefixes.clear()
+        return Response(_encode(self.stats), headers=_JSON_HEADERS)
+
+    async def set_config(self, request: Request) -> Response:
+        try:
+            changes = msgspec.json.decode(await request.body())
+            if not isinstance(changes, dict):
+                raise msgspec.ValidationError("expected a JSON object of SimConfig fields")
+            self.config = msgspec.convert(
+                {**msgspec.structs.asdict(self.config), **changes}, SimConfig
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Response(_encode({"error": str(exc)}), 400, headers=_JSON_HEADERS)
+        return Response(_encode(self.config), headers=_JSON_HEADERS)
+
+
+class _Truncated(Response):
+    """Announces a body, sends half of it and goes away: the connection drops mid-response."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(self.payload)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        half = self.payload[: len(self.payload) // 2]
+        await send({"type": "http.response.body", "body": half, "more_body": True})
+        # Returning with the body incomplete makes uvicorn close the transport.
+
+
+class _EventStream(Response):
+    """One streamed completion, written straight to ASGI `send`.
+
+    Starlette's StreamingResponse would do, but it cannot drop a connection on purpose,
+    and a disconnect must be told apart from a normal end for `streams_disconnected`.
+    """
+
+    def __init__(
+        self,
+        sim: _Sim,
+        cfg: SimConfig,
+        ident: str,
+        tokens: list[str],
+        finish: str,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        self.sim, self.cfg, self.tokens, self.finish, self.usage = sim, cfg, tokens, finish, usage
+        # Every chunk shares this envelope; only the choice differs, so frame by concatenation.
+        head = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time())}
+        self._head = b"data: " + _encode({**head, "model": cfg.model})[:-1] + b',"choices":['
+        self._tail = b',"usage":null}\n\n' if usage is not None else b"}\n\n"
+
+    def _chunk(self, delta: bytes, finish: str | None = None) -> bytes:
+        reason = b"null" if finish is None else _encode(finish)
+        choice = b'{"index":0,"delta":' + delta + b',"logprobs":null,"finish_reason":' + reason
+        return self._head + choice + b"}]" + self._tail
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stats = self.sim.stats
+        task = asyncio.current_task()
+        assert task is not None
+        ended = gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            # uvicorn also reports "disconnect" after a completed response; only count a real one.
+            if not ended:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.create_task(watch())
+        stats.streams_started += 1
+        stats.active_streams += 1
+        try:
+            completed = await self._emit(send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()
+            stats.streams_disconnected += 1
+        else:
+            if completed:
+                stats.streams_completed += 1
+            else:
+                stats.streams_faulted += 1
+        finally:
+            ended = True
+            watcher.cancel()
+            stats.active_streams -= 1
+
+    async def _emit(self, send: Send) -> bool:
+        """Stream the completion; False when a configured fault ended it early."""
+        cfg = self.cfg
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        stream_fault = cfg.fault in ("midstream_error", "stall", "drop")
+        n = min(cfg.fault_after_tokens, len(self.tokens)) if stream_fault else len(self.tokens)
+        # vLLM sends the role chunk together with the first token, once that is computed.
+        await asyncio.sleep(cfg.ttft_ms / 1000)
+        pending = self._chunk(b'{"role":"assistant","content":""}')
+        itl = cfg.itl_ms / 1000
+        for i in range(n):
+            if i:
+                await asyncio.sleep(itl)
+            pending += self._chunk(b'{"content":' + _encode(self.tokens[i]) + b"}")
+            await send({"type": "http.response.body", "body": pending, "more_body": True})
+            pending = b""
+
+        if stream_fault:
+            if pending:
+                await send({"type": "http.response.body", "body": pending, "more_body": True})
+            if cfg.fault == "midstream_error":
+                error = _error_body("simulated engine error mid-stream", "InternalServerError", 500)
+                last = b"data: " + error + b"\n\n" + _DONE
+                await send({"type": "http.response.body", "body": last, "more_body": False})
+            elif cfg.fault == "stall":
+                await asyncio.get_running_loop().create_future()  # until the client gives up
+            # "drop": return with the body incomplete; uvicorn closes the connection.
+            return False
+
+        last = pending + self._chunk(b"{}", self.finish)
+        if self.usage is not None:
+            last += self._head + b"]," + b'"usage":' + _encode(self.usage) + b"}\n\n"
+        await send({"type": "http.response.body", "body": last + _DONE, "more_body": False})
+        return True
+
+
+def create_app(config: SimConfig | None = None) -> Starlette:
+    """The simulator as an ASGI app; its state lives on `app.state.sim`."""
+    sim = _Sim(config or SimConfig())
+    app = Starlette(
+        routes=[
+            Route("/v1/models", sim.models, methods=["GET"]),
+            Route("/v1/chat/completions", sim.chat, methods=["POST"]),
+            Route("/sim/config", sim.set_config, methods=["POST"]),
+            Route("/sim/stats", sim.get_stats, methods=["GET"]),
+            Route("/sim/reset", sim.reset, methods=["POST"]),
+        ]
+    )
+    app.state.sim = sim
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.llm_sim", description=__doc__)
+    default = SimConfig()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--model", default=default.model)
+    parser.add_argument("--ttft-ms", type=float, default=default.ttft_ms)
+    parser.add_argument("--itl-ms", type=float, default=default.itl_ms)
+    parser.add_argument("--reply", default=default.reply)
+    parser.add_argument("--fault", default=default.fault, choices=Fault.__args__)
+    parser.add_argument("--fault-after-tokens", type=int, default=default.fault_after_tokens)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    try:
+        config = msgspec.convert(
+            {
+                "model": args.model,
+                "ttft_ms": args.ttft_ms,
+                "itl_ms": args.itl_ms,
+                "reply": args.reply,
+                "fault": args.fault,
+                "fault_after_tokens": args.fault_after_tokens,
+            },
+            SimConfig,
+        )
+    except msgspec.ValidationError as exc:
+        parser.error(str(exc))
+    uvicorn.run(
+        create_app(config),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # An access line per request would cost more than the simulated tokens.
+        access_log=False,
+        # A stalled stream must not hold shutdown forever.
+        timeout_graceful_shutdown=2,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The app factory: routes, and the resources opened and closed in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from arena.errors import ArenaError
+from server import errors, hub
+from server.audit import AuditLog
+from server.library import Library
+from server.live import LiveState
+from server.llm import make_engine
+from server.metrics import REGISTRY
+from server.objects import open_store
+from server.resources import Resources
+from server.settings import Settings
+
+WEB = Path(__file__).parent / "web"
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+async def cases(request: Request) -> Response:
+    res: Resources = request.app.state.resources
+    return _json(res.library.cards())
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    res: Resources = request.app.state.resources
+    checks = {
+        "postgres": await res.audit.check(),
+        "redis": await res.live.check(),
+        "llm": await res.engine.check(),
+    }
+    report: dict[str, object] = {k: v or "ok" for k, v in checks.items()}
+    report["engine"] = res.engine.name
+    report["ready"] = all(v is None for v in checks.values())
+    return _json(report, 200 if report["ready"] else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
+    """Build the app. `settings` must name PostgreSQL and Redis URLs (see `arena up`)."""
+    if not settings.database_url or not settings.redis_url:
+        raise ValueError("create_app needs database_url and redis_url; `arena up` provides them")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        library = Library.load(settings.cases_dir)
+        audit = await AuditLog.open(settings.database_url, settings.database_schema)
+        live = LiveState.open(settings.redis_url, settings.redis_prefix)
+        engine = make_engine(settings)
+        try:
+            await audit.migrate()
+            app.state.resources = Resources(
+                settings=settings, audit=audit, live=live, engine=engine, library=library,
+                objects=open_store(
+                    endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
+                    secret_key=settings.s3_secret_key, bucket=settings.s3_bucket,
+                    secure=settings.s3_secure, folder=settings.data_dir / "objects",
+                ),
+                clock=clock,
+            )
+            yield
+        finally:
+            await engine.aclose()
+            await live.close()
+            await audit.close()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"code": "not_found", "message": "页面不存在。"}, 404)
+
+    return Starlette(
+        routes=[
+            Route("/api/cases", cases),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            WebSocketRoute("/ws", hub.endpoint),
+            Mount("/", StaticFiles(directory=WEB, html=True), name="web"),
+        ],
+        lifespan=lifespan,
+        exception_handlers={ArenaError: errors.http_error, 404: not_found},
+    )

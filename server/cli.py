@@ -1,0 +1,134 @@
+"""The `arena` command: up, serve, migrate, cases check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+import uvicorn
+
+from server.audit import AuditLog
+from server.embedded import EmbeddedServices
+from server.library import check_folder
+from server.settings import Settings, from_env
+
+log = logging.getLogger("arena")
+
+
+def _with_services(settings: Settings, embedded: EmbeddedServices) -> Settings:
+    """Fill in URLs for whatever is not configured from embedded services."""
+    changes: dict[str, object] = {}
+    if not settings.database_url:
+        changes["database_url"] = embedded.postgres_url()
+    if not settings.redis_url:
+        changes["redis_url"] = embedded.redis_url()
+    return msgspec.structs.replace(settings, **changes)
+
+
+def _serve(settings: Settings) -> None:
+    from server.app import create_app
+
+    print(f"临床诊断竞技场 Clinic Arena: http://{settings.host}:{settings.port}  "
+          f"(patient engine: {settings.engine}; Ctrl-C to stop)", flush=True)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info",
+        ws_max_size=settings.max_frame_bytes * 4,  # the protocol answers oversize frames itself
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = from_env(**_overrides(args))
+    embedded = EmbeddedServices(settings.data_dir)
+    try:
+        settings = _with_services(settings, embedded)
+        _serve(settings)
+    finally:
+        embedded.stop()  # Ctrl-C stops everything `up` started; the data stays
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = from_env(**_overrides(args))
+    if not settings.database_url or not settings.redis_url:
+        print("arena serve 需要 DATABASE_URL 和 REDIS_URL（或使用 arena up）。", file=sys.stderr)
+        return 2
+    _serve(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = from_env()
+    embedded = EmbeddedServices(settings.data_dir)
+    try:
+        url = settings.database_url or embedded.postgres_url()
+
+        async def run() -> list[str]:
+            audit = await AuditLog.open(url, settings.database_schema)
+            try:
+                return await audit.migrate()
+            finally:
+                await audit.close()
+
+        applied = asyncio.run(run())
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    finally:
+        embedded.stop()
+    return 0
+
+
+def cmd_cases_check(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    report = check_folder(folder)
+    if not report:
+        print(f"{folder}: no case files (*.json)", file=sys.stderr)
+        return 1
+    bad = 0
+    for path, problems in report.items():
+        if problems:
+            bad += 1
+            print(f"✗ {path}")
+            for p in problems:
+                print(f"    {p}")
+        else:
+            print(f"✓ {path}")
+    print(f"{len(report) - bad} ok, {bad} with problems")
+    return 1 if bad else 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if getattr(args, "port", None):
+        out["port"] = args.port
+    if getattr(args, "host", None):
+        out["host"] = args.host
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(prog="arena", description="临床诊断竞技场 Clinic Arena")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, text in (
+        ("up", cmd_up, "start embedded services (if not configured) and serve"),
+        ("serve", cmd_serve, "serve against DATABASE_URL and REDIS_URL"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.set_defaults(fn=fn)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
+    cases = sub.add_parser("cases", help="case library tools")
+    cases_sub = cases.add_subparsers(dest="cases_command", required=True)
+    check = cases_sub.add_parser("check", help="validate every case file, print every problem")
+    check.add_argument("folder", nargs="?", default="cases")
+    check.set_defaults(fn=cmd_cases_check)
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
