@@ -42,6 +42,7 @@ _STOP = frozenset(
     "do you have any your the a an is are was were of to in for what how when did any"
     .split()
 )
+_CLAUSE = re.compile(r"[？?。！!；;，,]|还有|另外|以及")
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _WORD = re.compile(r"[\u4e00-\u9fff]+|[a-zA-Z]+|\d+(?:\.\d+)?")
 
@@ -88,8 +89,18 @@ class QuestionMatcher:
     def match(self, question: str, *, limit: int = 3) -> list[Match]:
         """Facts the question asks about, best first; empty when nothing matches.
 
-        Deterministic for a given case and question. Scores are in [0, 1].
+        A question of several clauses ("抽烟吗？过敏吗？") is matched clause by
+        clause as well, so each topic is found. Deterministic; scores in [0, 1].
         """
+        best: dict[str, float] = {}
+        clauses = [c for c in _CLAUSE.split(question) if c.strip()]
+        for part in [question, *clauses] if len(clauses) > 1 else [question]:
+            for m in self._match_one(part, limit):
+                best[m.fact_id] = max(best.get(m.fact_id, 0.0), m.score)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1])
+        return [Match(fid, s) for fid, s in ranked[: max(limit, len(clauses))]]
+
+    def _match_one(self, question: str, limit: int) -> list[Match]:
         terms = list(dict.fromkeys(tokenize(question)))
         if not terms:
             return []

@@ -27,7 +27,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import uvicorn
@@ -41,11 +41,13 @@ Fault = Literal["none", "http_500", "http_503", "midstream_error", "stall", "dro
 _Ms = Annotated[float, msgspec.Meta(ge=0)]
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 
-DEFAULT_REPLY = "医生，我这胸口从昨天晚上开始就一阵一阵地疼，像有块石头压着，喘不上气，还出了一身冷汗。"
+DEFAULT_REPLY = (
+    "医生，我这胸口从昨天晚上开始就一阵一阵地疼，像有块石头压着，喘不上气，还出了一身冷汗。"
+)
 
 
 class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How the simulator behaves; replaced as a whole, so a stream keeps the config it began with."""
+    """How the simulator behaves. Replaced whole, so a stream keeps the config it began with."""
 
     model: str = "patient"
     ttft_ms: _Ms = 100.0
@@ -375,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--ttft-ms", type=float, default=default.ttft_ms)
     parser.add_argument("--itl-ms", type=float, default=default.itl_ms)
     parser.add_argument("--reply", default=default.reply)
-    parser.add_argument("--fault", default=default.fault, choices=Fault.__args__)
+    parser.add_argument("--fault", default=default.fault, choices=get_args(Fault))
     parser.add_argument("--fault-after-tokens", type=int, default=default.fault_after_tokens)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)

@@ -23,11 +23,12 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import httpx2
 import msgspec
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from arena.patient import PatientView, ScriptedPatient, Turn, build_messages
 from server.metrics import LLM_ERRORS, LLM_TOKENS, LLM_TTFT
@@ -64,8 +65,7 @@ _MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "http": (
         "病人暂时无法回答（模型服务返回错误），请稍后重试。",
-        "The patient cannot answer right now (the model service returned an error). "
-        "Please retry.",
+        "The patient cannot answer right now (the model service returned an error). Please retry.",
     ),
     "stream_error": (
         "病人的回答中断了（模型服务出错），请重新提问。",
@@ -128,7 +128,8 @@ class ScriptedEngine:
     name = "scripted"
     _SIZES = (2, 3, 4, 3)
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.perf_counter
+    def __init__(
+        self, settings: Settings, *, clock: Callable[[], float] = time.perf_counter
     ) -> None:
         self._pause = settings.scripted_chunk_ms / 1000
         self._clock = clock
@@ -252,7 +253,8 @@ class OpenAIEngine:
     async def stream(
         self, view: PatientView, history: Sequence[Turn], question: str
     ) -> AsyncIterator[Delta | Finished]:
-        messages = build_messages(view, history, question)
+        # build_messages returns plain role/content dicts: exactly the shape of these params.
+        messages = cast("list[ChatCompletionMessageParam]", build_messages(view, history, question))
         start = self._clock()
         attempt = 0
         while True:
@@ -260,7 +262,7 @@ class OpenAIEngine:
             try:
                 upstream = await self._client.chat.completions.create(
                     model=self._model,
-                    messages=messages,  # type: ignore[arg-type]
+                    messages=messages,
                     stream=True,
                     stream_options={"include_usage": True},
                     max_tokens=self._max_tokens,

@@ -1,0 +1,160 @@
+"""A practice round over a real WebSocket, against real PostgreSQL and Redis/Valkey."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx2 as httpx
+import redis
+
+from server import protocol
+from server.settings import Settings
+from tests.support import Client
+
+
+def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_events) -> None:  # type: ignore[no-untyped-def]
+    with Client(live_server) as c:
+        welcome = c.hello("李同学")
+        assert welcome.engine == "scripted" and welcome.v == protocol.PROTOCOL_VERSION
+        c.request("start_practice", case_id="stemi_inferior")
+        started: protocol.PracticeStarted = c.expect("practice_started")
+        assert started.statement and started.vitals.heart_rate > 0
+        assert {m.kind for m in started.menu} == {"exam", "test"}
+
+        text, end, deltas = c.answer("哪里不舒服？")
+        assert end.status == "ok" and text and deltas > 1  # streamed, not one lump
+        assert end.tokens_out > 0
+        text2, end2, _ = c.answer("你今年多大岁数了，家里养猫吗")
+        assert end2.status == "ok"
+
+        test_id = next(m.id for m in started.menu if m.kind == "test")
+        rid = c.request("order", item_id=test_id)
+        result: protocol.OrderResult = c.expect("order_result")
+        assert result.re == rid and result.result
+
+        sid = c.request("submit", diagnosis="急性下壁ST段抬高型心肌梗死",
+                        differentials=["主动脉夹层", "肺栓塞"], reasoning="胸痛伴ST段抬高")
+        scored: protocol.Scored = c.expect("scored")
+        assert scored.re == sid and scored.card.verdict == "correct"
+        assert scored.card.total >= 40 and scored.rank >= 1 and scored.of >= 1
+        assert [s.key for s in scored.card.sections] == [
+            "diagnosis", "differentials", "checklist", "red_flags", "tests"]
+
+        seqs = [m.seq for m in c.received]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gaps, in order
+        assert all(m.t > 1.6e12 for m in c.received)  # server time in ms
+
+    events = fetch_events(started.attempt_id)
+    kinds = [e["kind"] for e in events]
+    assert kinds == ["practice_started", "asked", "answered", "asked", "answered", "ordered",
+                     "submitted", "scored"]
+    answered = events[2]["payload"]
+    assert answered["status"] == "ok" and answered["text"] == text
+    assert answered["tokens_out"] > 0 and answered["duration_ms"] >= 0
+    assert events[6]["request_id"] == sid
+
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        board = r.zrevrange(f"{settings.redis_prefix}board:practice:stemi_inferior", 0, -1)
+        assert started.attempt_id.encode() in board
+        progress = r.hget(f"{settings.redis_prefix}round:{started.round_id}:progress",
+                          started.attempt_id)
+        assert progress is not None and b'"submitted":true' in progress
+    finally:
+        r.close()
+    export = Path(settings.data_dir) / "objects" / "attempts" / f"{started.attempt_id}.json"
+    assert b'"scored"' in export.read_bytes()
+
+
+def _still_alive(c: Client) -> None:
+    rid = c.request("ping", client_time=1.0)
+    pong = c.expect("pong")
+    assert pong.re == rid
+
+
+def test_bad_input_gets_clear_errors_and_the_connection_stays(live_server: str) -> None:
+    with Client(live_server) as c:
+        c.request("ask", text="你好")
+        err = c.expect("error")
+        assert err.code == "hello_required" and "hello" in err.message
+        c.hello()
+
+        cases = [
+            ("{not json", "bad_json"),
+            ('{"type": "dance", "id": "x1"}', "unknown_type"),
+            ('{"type": "ask", "id": "x2"}', "bad_message"),
+            ('{"type": "ask", "id": "x3", "text": "hi", "extra": 1}', "bad_message"),
+            ('{"type": "ask", "id": "x4", "text": "' + "痛" * 9000 + '"}', "frame_too_large"),
+        ]
+        for frame, code in cases:
+            c.send_raw(frame)
+            err = c.expect("error")
+            assert err.code == code, frame[:40]
+            assert err.message and err.message_en
+            _still_alive(c)
+
+        c.request("ask", text="哪里不舒服？")
+        assert c.expect("error").code == "round_not_running"
+        c.request("start_practice", case_id="no_such_case")
+        assert c.expect("error").code == "case_not_found"
+
+        c.request("start_practice", case_id="appendicitis")
+        c.expect("practice_started")
+        c.request("order", item_id="mri_of_the_moon")
+        err = c.expect("error")
+        assert err.code == "unknown_order" and err.message == "本病例没有这项检查。"
+        c.request("ask", text="   ")
+        assert c.expect("error").code == "bad_request"
+
+        sid = c.request("submit", diagnosis="急性阑尾炎", differentials=["异位妊娠"])
+        first = c.expect("scored")
+        c.request("submit", id=sid, diagnosis="急性阑尾炎")  # a retry: applied once
+        again = c.expect("scored")
+        assert again.re == sid and again.card == first.card and again.rank == first.rank
+        c.request("submit", diagnosis="胃肠炎")  # a new submission: refused
+        err = c.expect("error")
+        assert err.code == "already_submitted" and "重复提交" in err.message
+        c.request("ask", text="还痛吗")
+        assert c.expect("error").code == "round_not_running"
+        _still_alive(c)
+
+
+def test_version_mismatch_is_refused(live_server: str) -> None:
+    with Client(live_server) as c:
+        c.request("hello", v=99)
+        err = c.expect("error")
+        assert err.code == "bad_version"
+        c.hello()
+        _still_alive(c)
+
+
+def test_retried_question_is_applied_once(live_server: str, fetch_events) -> None:  # type: ignore[no-untyped-def]
+    with Client(live_server) as c:
+        c.hello()
+        c.request("start_practice", case_id="dka")
+        started = c.expect("practice_started")
+        c.request("ask", id="q-1", text="哪里不舒服？")
+        c.expect("answer_end")
+        c.request("ask", id="q-1", text="哪里不舒服？")
+        _still_alive(c)
+    kinds = [e["kind"] for e in fetch_events(started.attempt_id)]
+    assert kinds.count("asked") == 1
+
+
+def test_health_readiness_metrics_and_cases(live_server: str) -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=live_server) as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            ready = (await http.get("/readyz")).json()
+            assert ready == {"postgres": "ok", "redis": "ok", "llm": "ok", "engine": "scripted",
+                             "ready": True}
+            metrics = (await http.get("/metrics")).text
+            assert "arena_ws_connections" in metrics and "arena_llm_ttft_seconds" in metrics
+            cards = (await http.get("/api/cases")).json()
+            assert {c["id"] for c in cards} >= {"stemi_inferior", "appendicitis", "dka"}
+            assert all("answer_key" not in c and c["chief_complaint"] for c in cards)
+            page = await http.get("/")
+            assert page.status_code == 200 and 'lang="zh-CN"' in page.text
+
+    asyncio.run(run())

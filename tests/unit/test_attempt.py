@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+
+from arena.attempt import Answered, Attempt
+from arena.errors import (
+    AlreadySubmitted,
+    BadRequest,
+    DeadlinePassed,
+    RoundNotRunning,
+    TurnInProgress,
+    UnknownOrder,
+)
+from arena.matching import QuestionMatcher
+from tests.unit.sample import sample_case
+
+
+def make(deadline: float | None = None) -> Attempt:
+    case = sample_case()
+    return Attempt(case, QuestionMatcher(case.facts), started_at=100.0, deadline=deadline)
+
+
+def test_question_records_matched_facts_and_blocks_until_answered() -> None:
+    a = make()
+    asked = a.ask("胸口痛多久了？", now=101)
+    assert asked.turn == 1 and "onset" in asked.fact_ids
+    with pytest.raises(TurnInProgress):
+        a.ask("还有别的吗", now=102)
+    a.answered(1, Answered(turn=1, text="两个小时", status="ok", engine="scripted"))
+    assert [t.answer for t in a.transcript] == ["两个小时"]
+    assert a.ask("抽烟吗", now=103).turn == 2
+
+
+def test_failed_answer_stays_out_of_the_transcript() -> None:
+    a = make()
+    a.ask("胸口痛多久了？", now=101)
+    a.answered(1, Answered(turn=1, text="两个", status="failed", engine="llm", error="timeout"))
+    assert a.transcript == [] and a.pending_turn is None
+
+
+def test_bad_questions_are_refused() -> None:
+    a = make()
+    with pytest.raises(BadRequest):
+        a.ask("   ", now=101)
+    with pytest.raises(BadRequest):
+        a.ask("痛" * 501, now=101)
+
+
+def test_orders_come_from_the_case_and_unknown_ones_are_refused() -> None:
+    a = make()
+    placed, item = a.order("ecg", now=101)
+    assert placed.kind == "test" and "ST" in item.result
+    a.order("ecg", now=102)
+    assert a.ordered_ids == ["ecg"]
+    with pytest.raises(UnknownOrder):
+        a.order("mri_brain", now=103)
+
+
+def test_submit_once_and_nothing_after() -> None:
+    a = make()
+    a.submit("心肌梗死", ["主动脉夹层"], "胸痛+ST抬高", now=110)
+    with pytest.raises(AlreadySubmitted):
+        a.submit("心肌梗死", [], "", now=111)
+    with pytest.raises(RoundNotRunning):
+        a.ask("还痛吗", now=112)
+    with pytest.raises(BadRequest):
+        make().submit("  ", [], "", now=110)
+
+
+def test_deadline_is_enforced_with_the_injected_clock() -> None:
+    a = make(deadline=200.0)
+    a.ask("胸口痛多久了？", now=199.9)
+    with pytest.raises(DeadlinePassed):
+        a.order("ecg", now=200.1)
+    with pytest.raises(DeadlinePassed):
+        a.submit("心肌梗死", [], "", now=200.1)
+
+
+def test_retract_undoes_what_could_not_be_stored() -> None:
+    a = make()
+    asked = a.ask("胸口痛多久了？", now=101)
+    a.retract(asked)
+    assert a.questions == [] and a.pending_turn is None
+    sub = a.submit("心肌梗死", [], "", now=102)
+    a.retract(sub)
+    assert a.submission is None
