@@ -56,6 +56,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fault: Fault = "none"
     # Stream faults (midstream_error, stall, drop) strike after this many content tokens.
     fault_after_tokens: _Count = 3
+    # 0: every request meets the fault; N: only the next N do, then the fault clears itself
+    # (a transient outage, which a retry should ride out).
+    fault_times: _Count = 0
 
 
 class SimStats(msgspec.Struct, kw_only=True):
@@ -92,7 +95,7 @@ def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return ""
 
 
@@ -132,7 +135,7 @@ class _Sim:
             if not isinstance(m, dict):
                 continue
             text = _text_of(m.get("content"))
-            key = hash((key, m.get("role"), text))
+            key = hash((key, str(m.get("role")), text))
             chars += len(text)
             keys.append(key)
             if key in self._prefixes:
@@ -162,6 +165,11 @@ class _Sim:
             return _error(400, "'messages' must be a list", "BadRequestError")
         if body.get("model") != cfg.model:
             return _error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        if cfg.fault != "none" and cfg.fault_times:
+            left = cfg.fault_times - 1
+            self.config = msgspec.structs.replace(
+                cfg, fault_times=left, fault=cfg.fault if left else "none"
+            )
         if cfg.fault == "http_500":
             return _error(500, "simulated internal server error", "InternalServerError")
         if cfg.fault == "http_503":
@@ -282,7 +290,7 @@ class _EventStream(Response):
         return self._head + choice + b"}]" + self._tail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stats = self.sim.stats
+        sim = self.sim  # its .stats object is swapped by /sim/reset: look it up each time
         task = asyncio.current_task()
         assert task is not None
         ended = gone = False
@@ -297,24 +305,24 @@ class _EventStream(Response):
                 task.cancel()
 
         watcher = asyncio.create_task(watch())
-        stats.streams_started += 1
-        stats.active_streams += 1
+        sim.stats.streams_started += 1
+        sim.stats.active_streams += 1
         try:
             completed = await self._emit(send)
         except asyncio.CancelledError:
             if not gone:
                 raise
             task.uncancel()
-            stats.streams_disconnected += 1
+            sim.stats.streams_disconnected += 1
         else:
             if completed:
-                stats.streams_completed += 1
+                sim.stats.streams_completed += 1
             else:
-                stats.streams_faulted += 1
+                sim.stats.streams_faulted += 1
         finally:
             ended = True
             watcher.cancel()
-            stats.active_streams -= 1
+            sim.stats.active_streams -= 1
 
     async def _emit(self, send: Send) -> bool:
         """Stream the completion; False when a configured fault ended it early."""
@@ -379,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reply", default=default.reply)
     parser.add_argument("--fault", default=default.fault, choices=get_args(Fault))
     parser.add_argument("--fault-after-tokens", type=int, default=default.fault_after_tokens)
+    parser.add_argument("--fault-times", type=int, default=default.fault_times)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     try:
@@ -390,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "reply": args.reply,
                 "fault": args.fault,
                 "fault_after_tokens": args.fault_after_tokens,
+                "fault_times": args.fault_times,
             },
             SimConfig,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def _serve(settings: Settings) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = from_env(**_overrides(args))
     embedded = EmbeddedServices(settings.data_dir)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs
+    # the `finally` below, so embedded services stop whether we got Ctrl-C or a kill.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         settings = _with_services(settings, embedded)
         _serve(settings)

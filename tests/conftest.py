@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+import redis
 
 from server.embedded import EmbeddedServices
 from server.settings import Settings, from_env
@@ -45,8 +46,19 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield s
         if os.environ.get("DATABASE_URL"):
             asyncio.run(_drop_schema(s))
+        if os.environ.get("REDIS_URL"):
+            _drop_keys(s)
     finally:
         embedded.stop()
+
+
+def _drop_keys(s: Settings) -> None:
+    r = redis.Redis.from_url(s.redis_url)
+    try:
+        for key in r.scan_iter(match=f"{s.redis_prefix}*", count=500):
+            r.delete(key)
+    finally:
+        r.close()
 
 
 async def _drop_schema(s: Settings) -> None:

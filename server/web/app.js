@@ -48,7 +48,7 @@ const submission = new Submission({
   add: $("#add-differential"), reasoning: $("#reasoning"), submit: $("#submit"),
   confirm: $("#confirm"), confirmBtn: $("#confirm-submit"), cancelBtn: $("#cancel-submit"),
   toastSlot: $("#submit-toast"), score: $("#score"), send,
-  onScored: () => {
+  afterScored: () => {
     interview.lock("练习已结束，不能再提问");
     orders.lock();
   },

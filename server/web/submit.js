@@ -13,9 +13,9 @@ const VERDICTS = {
 
 export class Submission {
   constructor({ form, diagnosis, differentials, add, reasoning, submit, confirm, confirmBtn,
-    cancelBtn, toastSlot, score, send, onScored = () => {}, onAgain = () => {}, onLeave = () => {} }) {
+    cancelBtn, toastSlot, score, send, afterScored = () => {}, onAgain = () => {}, onLeave = () => {} }) {
     Object.assign(this, { form, diagnosis, diffBox: differentials, add, reasoning, submitBtn: submit,
-      confirmBox: confirm, confirmBtn, cancelBtn, toastSlot, scoreEl: score, send, onScored,
+      confirmBox: confirm, confirmBtn, cancelBtn, toastSlot, scoreEl: score, send, afterScored,
       onAgain, onLeave });
     this.pendingId = null;
     this.done = false;
@@ -86,7 +86,7 @@ export class Submission {
     this._setEnabled(false);
     this.submitBtn.textContent = "已提交";
     this.scoreEl.replaceChildren(this._card(msg));
-    this.onScored(msg);
+    this.afterScored(msg);
     this.scoreEl.scrollIntoView({ block: "start", behavior: "smooth" });
   }
 
