@@ -120,7 +120,9 @@ class Attempt:
                 f"Question too long (max {MAX_QUESTION_CHARS} characters).",
             )
         if self._pending_turn is not None:
-            raise TurnInProgress("病人还在回答上一个问题，请稍候。", "The patient is still answering.")
+            raise TurnInProgress(
+                "病人还在回答上一个问题，请稍候。", "The patient is still answering."
+            )
         turn = len(self.questions) + 1
         fact_ids = tuple(m.fact_id for m in self.matcher.match(text))
         self.questions.append(Question(turn=turn, text=text, fact_ids=fact_ids, at=now))

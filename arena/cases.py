@@ -45,14 +45,14 @@ class Model(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     """Base of every case struct: strict and immutable."""
 
 
-class Demographics(Model, kw_only=True):
+class Demographics(Model, frozen=True, kw_only=True):
     name: str  # fictional; shown to the contestant
     sex: Sex
     age: int
     occupation: str = ""
 
 
-class Persona(Model, kw_only=True):
+class Persona(Model, frozen=True, kw_only=True):
     personality: str
     speech_style: str
     health_literacy: Level
@@ -62,7 +62,7 @@ class Persona(Model, kw_only=True):
     expectations: str  # what they hope the doctor does (expectation)
 
 
-class Vitals(Model, kw_only=True):
+class Vitals(Model, frozen=True, kw_only=True):
     temperature_c: float
     heart_rate: int
     respiratory_rate: int
@@ -72,14 +72,14 @@ class Vitals(Model, kw_only=True):
     weight_kg: float | None = None
 
 
-class Opening(Model, kw_only=True):
+class Opening(Model, frozen=True, kw_only=True):
     chief_complaint: str  # 主诉 in clinical words, shown on the case card
     statement: str  # the patient's first words, in their own voice
     appearance: str  # what anyone entering the room sees
     vitals: Vitals
 
 
-class Fact(Model, kw_only=True):
+class Fact(Model, frozen=True, kw_only=True):
     """Something the patient tells only when asked."""
 
     id: str
@@ -90,7 +90,7 @@ class Fact(Model, kw_only=True):
     negative: bool = False  # a pertinent negative ("no, never had that")
 
 
-class Orderable(Model, kw_only=True):
+class Orderable(Model, frozen=True, kw_only=True):
     """A physical examination or a test: the result comes from the case, never the LLM."""
 
     id: str
@@ -102,14 +102,14 @@ class Orderable(Model, kw_only=True):
     minutes: int = 0
 
 
-class Diagnosis(Model, kw_only=True):
+class Diagnosis(Model, frozen=True, kw_only=True):
     name: str
     name_en: str = ""
     synonyms: list[str] = []
     icd10: str = ""
 
 
-class ChecklistItem(Model, kw_only=True):
+class ChecklistItem(Model, frozen=True, kw_only=True):
     """A point a good interview or work-up covers; met by asking a fact or ordering an item."""
 
     id: str
@@ -119,7 +119,7 @@ class ChecklistItem(Model, kw_only=True):
     orders: list[str] = []
 
 
-class AnswerKey(Model, kw_only=True):
+class AnswerKey(Model, frozen=True, kw_only=True):
     diagnosis: Diagnosis
     partial: list[Diagnosis] = []  # answers a judge would give part credit for
     differentials: list[Diagnosis]
@@ -130,7 +130,7 @@ class AnswerKey(Model, kw_only=True):
     teaching_points: list[str] = []
 
 
-class Case(Model, kw_only=True):
+class Case(Model, frozen=True, kw_only=True):
     schema_version: int
     id: str
     title: str  # must not give the diagnosis away: it is shown before the round
@@ -231,10 +231,14 @@ def _semantic_problems(case: Case) -> list[str]:
     if not 0 < case.demographics.age < 120:
         p.append(f"$.demographics.age: {case.demographics.age} is not a plausible age")
 
-    for label, items in (("facts", case.facts), ("exams", case.exams), ("tests", case.tests)):
-        for i, item in enumerate(items):
-            if not _ID.match(item.id):
-                p.append(f"$.{label}[{i}].id: {item.id!r} is not a valid id")
+    for label, ids in (
+        ("facts", [f.id for f in case.facts]),
+        ("exams", [e.id for e in case.exams]),
+        ("tests", [t.id for t in case.tests]),
+    ):
+        for i, id_ in enumerate(ids):
+            if not _ID.match(id_):
+                p.append(f"$.{label}[{i}].id: {id_!r} is not a valid id")
     fact_ids = [f.id for f in case.facts]
     order_ids = [o.id for o in (*case.exams, *case.tests)]
     for dup in sorted(_duplicates(fact_ids + order_ids)):

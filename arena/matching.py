@@ -36,11 +36,12 @@ B = 0.75
 
 # Function words that every question shares; they carry no topic.
 _STOP = frozenset(
-    "的 了 吗 呢 吧 啊 呀 么 嘛 是 有 没 没有 有没有 你 您 我 他 她 什么 怎么 怎么样 怎样 "
-    "多少 哪 哪里 哪儿 一下 一些 这个 那个 现在 平时 过 会 能 在 就 都 还 也 请问 请 "
-    "情况 问题 觉得 感觉 一点 一般 是不是 是否 有无 和 与 或 及 吗? 呢? ? ？ , ， . 。 ! ！ 、 "
-    "do you have any your the a an is are was were of to in for what how when did any"
-    .split()
+    (
+        "的 了 吗 呢 吧 啊 呀 么 嘛 是 有 没 没有 有没有 你 您 我 他 她 什么 怎么 怎么样 怎样 "
+        "多少 哪 哪里 哪儿 一下 一些 这个 那个 现在 平时 过 会 能 在 就 都 还 也 请问 请 "
+        "情况 问题 觉得 感觉 一点 一般 是不是 是否 有无 和 与 或 及 ? ？ , ， . 。 ! ！ 、 "
+        "do you have any your the a an is are was were of to in for what how when did"
+    ).split()
 )
 _CLAUSE = re.compile(r"[？?。！!；;，,]|还有|另外|以及")
 _CJK_RUN = re.compile(r"[\u4e00-\u9fff]+")

@@ -22,6 +22,8 @@ def missing() -> list[str]:
         need.append("chromium")
     if not any(FONT_DIR.glob("NotoSansCJK*")):
         need.append("fonts-noto-cjk")
+    if not Path("/usr/sbin/nginx").exists():
+        need.append("nginx-light")
     return need
 
 

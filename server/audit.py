@@ -75,7 +75,8 @@ class AuditLog:
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                rows = await conn.fetch("SELECT version FROM schema_migrations")
+                done = {r["version"] for r in rows}
                 for version, sql in _migrations():
                     if version in done:
                         continue

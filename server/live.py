@@ -37,11 +37,11 @@ class LiveState:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    async def start_round(self, round_id: str, fields: dict[str, Any]) -> None:
-        await self.r.hset(self.key("round", round_id), mapping=fields)
+    async def start_round(self, round_id: str, fields: dict[str, str | float]) -> None:
+        await self.r.hset(self.key("round", round_id), mapping=dict(fields))  # type: ignore[arg-type]
 
     async def round(self, round_id: str) -> dict[str, str]:
-        raw = await self.r.hgetall(self.key("round", round_id))
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def set_progress(self, round_id: str, attempt_id: str, progress: Progress) -> None:
@@ -50,7 +50,7 @@ class LiveState:
         )
 
     async def progress(self, round_id: str) -> dict[str, Progress]:
-        raw = await self.r.hgetall(self.key("round", round_id, "progress"))
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id, "progress"))
         return {k.decode(): msgspec.json.decode(v, type=Progress) for k, v in raw.items()}
 
     async def post_score(self, board: str, member: str, score: float) -> tuple[int, int]:
@@ -60,11 +60,13 @@ class LiveState:
             p.zadd(key, {member: score})
             p.zrevrank(key, member)
             p.zcard(key)
-            _, rank, size = await p.execute()
+            result: list[Any] = await p.execute()
+        _, rank, size = result
         return int(rank) + 1, int(size)
 
     async def board(self, board: str, limit: int = 50) -> list[tuple[str, float]]:
-        rows = await self.r.zrevrange(self.key("board", board), 0, limit - 1, withscores=True)
+        key = self.key("board", board)
+        rows: list[Any] = await self.r.zrevrange(key, 0, limit - 1, withscores=True)
         return [(m.decode(), float(s)) for m, s in rows]
 
     async def check(self) -> str | None:

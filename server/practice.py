@@ -14,10 +14,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 
 from arena.attempt import Answered, Attempt
+from arena.cases import Case, Orderable
 from arena.errors import RoundNotRunning
 from arena.scoring import score
 from server import protocol
@@ -28,6 +30,10 @@ from server.llm import Delta, Finished, LLMFailure
 from server.resources import Resources
 
 log = logging.getLogger("arena.practice")
+
+
+def _menu_sections(case: Case) -> tuple[tuple[Literal["exam", "test"], list[Orderable]], ...]:
+    return (("exam", case.exams), ("test", case.tests))
 
 
 class Practice:
@@ -107,7 +113,7 @@ class Practice:
                 protocol.MenuItem(
                     id=i.id, name=i.name, kind=kind, cost_yuan=i.cost_yuan, minutes=i.minutes
                 )
-                for kind, items in (("exam", case.exams), ("test", case.tests))
+                for kind, items in _menu_sections(case)
                 for i in items
             ],
         ))

@@ -55,7 +55,7 @@ class Ping(ClientMessage, tag="ping"):
 
 ClientMsg = Hello | StartPractice | Ask | Order | Submit | Ping
 CLIENT_TYPES = frozenset(
-    getattr(t, "__struct_config__").tag for t in (Hello, StartPractice, Ask, Order, Submit, Ping)
+    t.__struct_config__.tag for t in (Hello, StartPractice, Ask, Order, Submit, Ping)
 )
 
 
@@ -206,7 +206,9 @@ def decode_client(frame: str | bytes, max_bytes: int) -> ClientMsg:
     try:
         return _client.decode(frame)
     except msgspec.ValidationError as exc:
-        raise FrameError("bad_message", f"消息格式错误：{exc}", f"Invalid message: {exc}", re) from exc
+        raise FrameError(
+            "bad_message", f"消息格式错误：{exc}", f"Invalid message: {exc}", re
+        ) from exc
 
 
 def encode(msg: ServerMsg | ClientMsg) -> bytes:

@@ -65,7 +65,7 @@ def _env(name: str, default: object) -> object:
         return raw.lower() in ("1", "true", "yes", "on")
     if isinstance(default, Path):
         return Path(raw)
-    return type(default)(raw)
+    return type(default)(raw)  # type: ignore[call-arg]
 
 
 def from_env(**overrides: object) -> Settings:
@@ -74,4 +74,4 @@ def from_env(**overrides: object) -> Settings:
         f.name: _env(f.name.upper(), f.default) for f in msgspec.structs.fields(Settings)
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return msgspec.convert(values, Settings)

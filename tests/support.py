@@ -1,4 +1,4 @@
-"""Test helpers: a real server on a loopback port, and a WebSocket client that speaks the protocol."""
+"""Test helpers: a real server on loopback, and a WebSocket client speaking the protocol."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ export class Submission {
     this.submitBtn.textContent = "已提交";
     this.scoreEl.replaceChildren(this._card(msg));
     this.afterScored(msg);
-    this.scoreEl.scrollIntoView({ block: "start", behavior: "smooth" });
+    this.scoreEl.scrollIntoView({ block: "start" });
   }
 
   onError(requestId, msg) {

@@ -9,13 +9,14 @@ artifacts/screenshots/ for a person to look at.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 pytestmark = pytest.mark.browser
 
@@ -191,6 +192,7 @@ def test_practice_round(page: Page, live_server: str) -> None:
     assert card.get_by_test_id("score-line").count() >= sections.count()
     expect(card).to_contain_text("主动脉夹层")
     shot(page, "6-score")
+    page.evaluate("window.scrollTo(0, 0)")  # sticky bars would sit mid-page in a full shot
     shot(page, "7-score-full", full_page=True)
 
     # A second submission, another question or order is not possible any more.
@@ -213,3 +215,65 @@ def test_unknown_case_link_shows_error(page: Page, live_server: str) -> None:
     page.get_by_test_id(f"start-{CASE}").click()
     expect(page.get_by_test_id("practice")).to_be_visible()
     expect(page.get_by_test_id("patient-bubble").first).not_to_be_empty()
+
+
+def test_failed_answer_retry_and_reconnect(page: Page, live_server: str) -> None:
+    """The patient's answer fails (as when the LLM times out), then the connection drops.
+
+    The page's WebSocket goes through a proxy in the test, which turns one answer_end
+    into a failure and later cuts the connection the way a server resync does.
+    """
+    routes: list[WebSocketRoute] = []
+    servers: list[WebSocketRoute] = []
+    fail_next = [False]
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            msg = json.loads(message)
+            if msg["type"] == "answer_end" and fail_next[0]:
+                fail_next[0] = False
+                msg.update(status="failed", code="llm_timeout",
+                           message="病人回答超时，请重新提问。", message_en="Timed out.")
+            ws.send(json.dumps(msg, ensure_ascii=False))
+
+        server.on_message(from_server)
+        routes.append(ws)
+        servers.append(server)
+
+    page.route_web_socket(re.compile(r"/ws$"), proxy)
+    page.goto(live_server + "/")
+    page.get_by_test_id(f"start-{CASE}").click()
+    expect(page.get_by_test_id("practice")).to_be_visible()
+
+    fail_next[0] = True
+    page.get_by_test_id("question-input").fill("哪里不舒服？")
+    page.get_by_test_id("send-button").click()
+    failed = page.get_by_test_id("patient-bubble").nth(1)
+    expect(failed).to_have_attribute("data-state", "failed")
+    expect(failed.get_by_test_id("answer-failed")).to_contain_text("病人回答超时")
+    expect(page.get_by_test_id("question-input")).to_be_enabled()
+    shot(page, "9-answer-failed")
+    failed.get_by_test_id("retry-button").click()
+    expect(failed.get_by_test_id("retry-button")).to_have_count(0)
+    again = page.get_by_test_id("patient-bubble").nth(2)
+    expect(again).to_have_attribute("data-state", "done")
+    expect(again.get_by_test_id("bubble-text")).not_to_be_empty()
+    expect(page.get_by_test_id("doctor-bubble").last).to_contain_text("重新提问")
+
+    # The server says resync and closes: the page says so and offers to reconnect.
+    routes[-1].send(json.dumps({"type": "resync", "reason": "send queue full"}))
+    routes[-1].close(code=4008, reason="resync")
+    servers[-1].close()
+    banner = page.get_by_test_id("conn-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("连接已断开")
+    expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "lost")
+    shot(page, "10-disconnected")
+    page.get_by_test_id("reconnect-button").click()
+    expect(banner).to_be_hidden()
+    expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "open")
+    assert len(routes) == 2
+    expect(page.get_by_test_id("patient-bubble")).to_have_count(1)  # a fresh practice round
+    expect(page.get_by_test_id("question-input")).to_be_enabled()

@@ -25,7 +25,7 @@ def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_even
         text, end, deltas = c.answer("哪里不舒服？")
         assert end.status == "ok" and text and deltas > 1  # streamed, not one lump
         assert end.tokens_out > 0
-        text2, end2, _ = c.answer("你今年多大岁数了，家里养猫吗")
+        _, end2, _ = c.answer("你今年多大岁数了，家里养猫吗")
         assert end2.status == "ok"
 
         test_id = next(m.id for m in started.menu if m.kind == "test")
