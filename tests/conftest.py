@@ -21,7 +21,7 @@ import redis
 
 from server.embedded import EmbeddedServices
 from server.settings import Settings, from_env
-from tests.support import running_server
+from tests.support import Sim, running_server, running_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +101,18 @@ def fetch_events(settings: Settings):  # type: ignore[no-untyped-def]
         return asyncio.run(run())
 
     return fetch
+
+
+@pytest.fixture(scope="session")
+def sim_root() -> Iterator[str]:
+    """Root URL of the OpenAI-compatible LLM simulator, shared by the session."""
+    with running_sim() as root:
+        yield root
+
+
+@pytest.fixture
+def sim(sim_root: str) -> Sim:
+    """The simulator, reset to fast defaults with zeroed counters."""
+    s = Sim(sim_root)
+    s.reset()
+    return s

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +16,8 @@ import msgspec
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
+from loadtest.llm_sim import SimConfig
+from loadtest.llm_sim import create_app as create_sim
 from server import protocol
 from server.app import create_app
 from server.settings import Settings
@@ -101,3 +105,65 @@ class Client:
                 parts.append(msg.text)
             elif isinstance(msg, protocol.AnswerEnd):
                 return "".join(parts), msg, len(parts)
+
+
+# ---------------------------------------------------------------- the LLM simulator, for real
+
+FAST = SimConfig(ttft_ms=2, itl_ms=1)
+
+
+def _http(url: str, body: object | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+class Sim:
+    """Control of the running simulator, through its /sim endpoints."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.base_url = f"{root}/v1"
+
+    def configure(self, **changes: object) -> None:
+        _http(f"{self.root}/sim/config", changes)
+
+    def reset(self) -> None:
+        self.configure(**msgspec.structs.asdict(FAST))
+        _http(f"{self.root}/sim/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = _http(f"{self.root}/sim/stats")
+        return result
+
+    def wait_for(self, what: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not what(stats := self.stats()):
+            assert time.monotonic() < deadline, f"simulator never got there: {stats}"
+            time.sleep(0.02)
+
+
+@contextmanager
+def running_sim(config: SimConfig = FAST) -> Iterator[str]:
+    """The OpenAI-compatible simulator on a free loopback port; yields its root URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config_ = uvicorn.Config(
+        create_sim(config), log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config_)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="llm-sim")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+    assert not thread.is_alive()

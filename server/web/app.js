@@ -256,9 +256,7 @@ socket.addEventListener("status", (ev) => {
   }
   // On the landing page a lost connection matters only when the next case starts.
   $("#conn-banner").hidden = !(lost && !practice.hidden);
-  $("#conn-banner-detail").textContent = reason
-    ? `（${reason}）重新连接后将重新开始本病例练习。`
-    : "重新连接后将重新开始本病例练习。";
+  $("#conn-banner").title = reason ? `${reason}${ev.detail.code ? ` (${ev.detail.code})` : ""}` : "";
 });
 
 $("#reconnect").addEventListener("click", () => {

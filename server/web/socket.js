@@ -105,7 +105,7 @@ export class ArenaSocket extends EventTarget {
   /** Send a request; returns its id (replies echo it as `re`). */
   send(type, fields = {}) {
     if (this.status !== "open") {
-      throw Object.assign(new Error("尚未连接服务器。"), { code: "not_connected" });
+      throw Object.assign(new Error("连接已断开，请先点击“重新连接”。"), { code: "not_connected" });
     }
     return this._raw({ type, ...fields });
   }

@@ -4,22 +4,17 @@ scripted engine. The simulator runs under uvicorn in a background thread, as in 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import pytest
-import uvicorn
 
 from arena.cases import Demographics, Fact, Opening, Persona, Vitals
 from arena.patient import PatientView, ScriptedPatient, Turn, system_prompt
-from loadtest.llm_sim import DEFAULT_REPLY, SimConfig, create_app, tokenize
+from loadtest.llm_sim import DEFAULT_REPLY, tokenize
 from server.llm import (
     Delta,
     Finished,
@@ -30,6 +25,7 @@ from server.llm import (
 )
 from server.metrics import REGISTRY
 from server.settings import Settings
+from tests.support import Sim
 
 VIEW = PatientView(
     case_id="test_chest_pain",
@@ -82,73 +78,6 @@ VIEW = PatientView(
     ),
 )
 QUESTION = "怎么个疼法？"
-FAST = SimConfig(ttft_ms=2, itl_ms=1)
-
-
-# ---------------------------------------------------------------- the simulator, for real
-
-
-def _http(url: str, body: object | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-class Sim:
-    """Control of the running simulator, through its /sim endpoints."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.base_url = f"{root}/v1"
-
-    def configure(self, **changes: object) -> None:
-        _http(f"{self.root}/sim/config", changes)
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = _http(f"{self.root}/sim/stats")
-        return result
-
-    def wait_for(self, what: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not what(stats := self.stats()):
-            assert time.monotonic() < deadline, f"simulator never got there: {stats}"
-            time.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def sim_root() -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(FAST),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="llm-sim")
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "simulator did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-    assert not thread.is_alive()
-
-
-@pytest.fixture
-def sim(sim_root: str) -> Sim:
-    s = Sim(sim_root)
-    s.configure(**msgspec.structs.asdict(FAST))
-    _http(f"{sim_root}/sim/reset", {})
-    return s
 
 
 def settings_for(sim: Sim, **overrides: Any) -> Settings:
