@@ -17,7 +17,7 @@ up: $(STAMP)
 	$(BIN)/arena up
 
 test: $(STAMP)
-	$(BIN)/python scripts/ensure_browser.py
+	$(BIN)/python scripts/ensure_debian.py
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider

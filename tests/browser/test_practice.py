@@ -81,6 +81,10 @@ def is_phone(page: Page) -> bool:
 
 
 def shot(page: Page, step: str, *, full_page: bool = False) -> None:
+    """Screenshot a step, and check that nothing sticks out sideways (phones scroll only down)."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert page.viewport_size is not None
+    assert width <= page.viewport_size["width"], f"{step}: page is {width}px wide"
     SHOTS.mkdir(parents=True, exist_ok=True)
     name = "phone" if is_phone(page) else "desktop"
     page.screenshot(path=SHOTS / f"{name}-{step}.png", full_page=full_page)

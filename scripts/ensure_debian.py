@@ -1,4 +1,4 @@
-"""Make sure Debian's Chromium and CJK fonts are present for the browser tests.
+"""Make sure the Debian packages the tests drive are present: Chromium, CJK fonts, nginx.
 
 CI starts from a fresh clone on a machine that may lack them; installing here
 keeps `make test` a single command. Never downloads a browser of its own.
