@@ -76,3 +76,10 @@ class AlreadySubmitted(ArenaError):
 class TurnInProgress(ArenaError):
     code = "turn_in_progress"
     status = 409
+
+
+class DuplicateRequest(ArenaError):
+    """A retried request whose first copy was already applied."""
+
+    code = "duplicate_request"
+    status = 409

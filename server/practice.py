@@ -20,7 +20,7 @@ import msgspec
 
 from arena.attempt import Answered, Attempt
 from arena.cases import Case, Orderable
-from arena.errors import RoundNotRunning
+from arena.errors import DuplicateRequest, RoundNotRunning
 from arena.scoring import score
 from server import protocol
 from server.errors import ws_error
@@ -123,8 +123,10 @@ class Practice:
         asked = attempt.ask(msg.text, self.res.clock())
         try:
             if await self._append("asked", asked, msg.id) is None:
-                attempt.retract(asked)  # a retry of a question already asked
-                return
+                attempt.retract(asked)  # a retry of a question already asked: say so
+                raise DuplicateRequest(
+                    "这个问题已经收到，不会重复提问。", "This question was already asked."
+                )
         except BaseException:
             attempt.retract(asked)
             raise

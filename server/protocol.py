@@ -155,6 +155,7 @@ class Error(ServerMessage, tag="error"):
 
 class Resync(ServerMessage, tag="resync"):
     reason: str
+    message: str = "连接跟不上消息速度，请重新连接。"
 
 
 ServerMsg = (

@@ -47,8 +47,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm_max_connections: int = 512
     # Pause between scripted-patient chunks (ms) so answers visibly stream; 0 in benchmarks.
     scripted_chunk_ms: float = 15.0
-    # Largest WebSocket frame accepted from a client, in bytes.
-    max_frame_bytes: int = 16_384
+    # Largest WebSocket frame accepted from a client, in bytes. The largest valid submission
+    # (4,000 characters of reasoning, 10 differentials, all CJK at 3 bytes each) fits.
+    max_frame_bytes: int = 32_768
     # Messages queued per connection before a slow client is told to resync.
     send_queue_size: int = 256
 

@@ -85,7 +85,7 @@ def test_bad_input_gets_clear_errors_and_the_connection_stays(live_server: str) 
             ('{"type": "dance", "id": "x1"}', "unknown_type"),
             ('{"type": "ask", "id": "x2"}', "bad_message"),
             ('{"type": "ask", "id": "x3", "text": "hi", "extra": 1}', "bad_message"),
-            ('{"type": "ask", "id": "x4", "text": "' + "痛" * 9000 + '"}', "frame_too_large"),
+            ('{"type": "ask", "id": "x4", "text": "' + "痛" * 12000 + '"}', "frame_too_large"),
         ]
         for frame, code in cases:
             c.send_raw(frame)
@@ -120,6 +120,16 @@ def test_bad_input_gets_clear_errors_and_the_connection_stays(live_server: str) 
         _still_alive(c)
 
 
+def test_the_largest_valid_submission_fits_in_a_frame(live_server: str) -> None:
+    with Client(live_server) as c:
+        c.hello()
+        c.request("start_practice", case_id="dka")
+        c.expect("practice_started")
+        c.request("submit", diagnosis="酮" * 200, differentials=["酸" * 200] * 10,
+                  reasoning="理" * 4000)
+        assert c.expect("scored").card.verdict == "wrong"
+
+
 def test_version_mismatch_is_refused(live_server: str) -> None:
     with Client(live_server) as c:
         c.request("hello", v=99)
@@ -137,6 +147,8 @@ def test_retried_question_is_applied_once(live_server: str, fetch_events) -> Non
         c.request("ask", id="q-1", text="哪里不舒服？")
         c.expect("answer_end")
         c.request("ask", id="q-1", text="哪里不舒服？")
+        err = c.expect("error")
+        assert err.re == "q-1" and err.code == "duplicate_request"
         _still_alive(c)
     kinds = [e["kind"] for e in fetch_events(started.attempt_id)]
     assert kinds.count("asked") == 1
