@@ -108,7 +108,7 @@ class Practice:
             re=msg.id, round_id=round_id, attempt_id=attempt_id, case_id=case.id,
             title=case.title, patient=describe_patient(case),
             chief_complaint=o.chief_complaint, statement=o.statement, appearance=o.appearance,
-            vitals=msgspec.convert(msgspec.to_builtins(o.vitals), protocol.Vitals, strict=False),
+            vitals=o.vitals,
             menu=[
                 protocol.MenuItem(
                     id=i.id, name=i.name, kind=kind, cost_yuan=i.cost_yuan, minutes=i.minutes

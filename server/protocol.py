@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from arena.cases import Vitals
 from arena.scoring import ScoreCard
 
 PROTOCOL_VERSION = 1
@@ -69,15 +70,6 @@ class Welcome(ServerMessage, tag="welcome"):
     v: int
     conn_id: str
     engine: str
-
-
-class Vitals(msgspec.Struct, kw_only=True):
-    temperature_c: float
-    heart_rate: int
-    respiratory_rate: int
-    systolic_bp: int
-    diastolic_bp: int
-    spo2: int
 
 
 class MenuItem(msgspec.Struct, kw_only=True):
