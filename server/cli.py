@@ -41,8 +41,24 @@ def _serve(settings: Settings) -> None:
     )
 
 
+def _cases_ok(folder: Path) -> bool:
+    """Refuse to start on a broken case library, naming every problem (not a traceback)."""
+    report = check_folder(folder)
+    if not report:
+        print(f"病例目录 {folder} 中没有病例文件 (no case files in {folder})", file=sys.stderr)
+        return False
+    bad = {p: problems for p, problems in report.items() if problems}
+    for path, problems in bad.items():
+        print(f"病例文件有错误 (case file has problems): {path}", file=sys.stderr)
+        for problem in problems:
+            print(f"    {problem}", file=sys.stderr)
+    return not bad
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     settings = from_env(**_overrides(args))
+    if not _cases_ok(settings.cases_dir):
+        return 2
     embedded = EmbeddedServices(settings.data_dir)
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that an exit that runs
     # the `finally` below, so embedded services stop whether we got Ctrl-C or a kill.
@@ -57,6 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = from_env(**_overrides(args))
+    if not _cases_ok(settings.cases_dir):
+        return 2
     if not settings.database_url or not settings.redis_url:
         print("arena serve 需要 DATABASE_URL 和 REDIS_URL（或使用 arena up）。", file=sys.stderr)
         return 2

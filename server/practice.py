@@ -152,6 +152,9 @@ class Practice:
                     finished = ev
         except LLMFailure as exc:
             failure = exc
+        except Exception:  # an engine bug must not leave the turn pending forever
+            log.exception("patient engine %s failed", engine.name)
+            finished = None
         text = "".join(self._partial)
         if failure is None and finished is not None:
             usage = finished.usage

@@ -110,3 +110,15 @@ def test_file_name_must_match_id(tmp_path: Path) -> None:
     assert report[tmp_path / "wrong_name.json"] == [
         "$.id: 'sample_chest' must equal the file name 'wrong_name'"
     ]
+
+
+def test_up_refuses_a_broken_library_with_path_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = sample_dict()
+    bad["opening"]["vitals"]["spo2"] = "high"
+    (tmp_path / "sample_chest.json").write_bytes(encode(bad))
+    monkeypatch.setenv("CASES_DIR", str(tmp_path))
+    assert arena_main(["up"]) == 2
+    err = capsys.readouterr().err
+    assert "sample_chest.json" in err and "$.opening.vitals.spo2" in err
