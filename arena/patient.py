@@ -133,6 +133,7 @@ _ASKS_FOR_KEY = re.compile(
     r"忽略|提示词|系统|扮演|角色|指令|diagnos|prompt|instruction|ignore|test result|report",
     re.IGNORECASE,
 )
+_ASKS_DIAGNOSIS = re.compile(r"诊断|什么病|diagnos", re.IGNORECASE)
 _REFUSALS = (
     "我哪知道是什么病啊，我就是来找您看的。您是医生，您说呢？",
     "这个我真不懂，检查结果啥的我也没拿到，您帮我看看吧。",
@@ -163,9 +164,9 @@ class ScriptedPatient:
         """The patient's reply to `question`. Pure: same inputs, same reply."""
         del history  # follow-up resolution comes with the stronger scripted engine
         matches = self.matcher.match(question)
-        if _ASKS_FOR_KEY.search(question) and not matches:
-            return ScriptedReply(_pick(_REFUSALS, question), "refusal")
-        if _ASKS_FOR_KEY.search(question) and re.search(r"诊断|什么病|diagnos", question, re.I):
+        # Refuse when the question is about the answer key and about nothing the patient
+        # knows, or asks outright for a diagnosis (even if it also names a symptom).
+        if _ASKS_FOR_KEY.search(question) and (not matches or _ASKS_DIAGNOSIS.search(question)):
             return ScriptedReply(_pick(_REFUSALS, question), "refusal")
         if not matches:
             return ScriptedReply(_pick(_UNKNOWN, question), "unknown")

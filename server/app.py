@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         library = Library.load(settings.cases_dir)
         audit = await AuditLog.open(settings.database_url, settings.database_schema)
         live = LiveState.open(settings.redis_url, settings.redis_prefix)
-        engine = make_engine(settings)
+        engine = make_engine(settings, library.matchers)
         try:
             await audit.migrate()
             app.state.resources = Resources(

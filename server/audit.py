@@ -121,13 +121,6 @@ class AuditLog:
                     r.get("request_id"), r["payload"],
                 )
 
-    async def find(self, attempt_id: str, kind: str, request_id: str) -> Event | None:
-        row = await self.pool.fetchrow(
-            "SELECT * FROM events WHERE attempt_id = $1 AND kind = $2 AND request_id = $3",
-            attempt_id, kind, request_id,
-        )
-        return _event(row) if row else None
-
     async def events(self, *, round_id: str | None = None, attempt_id: str | None = None
                      ) -> list[Event]:
         """Events of a round or an attempt, in the order they were appended."""

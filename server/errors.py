@@ -39,8 +39,8 @@ def ws_error(exc: BaseException, re: str | None) -> protocol.Error:
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
-    status = exc.status if isinstance(exc, ArenaError) else 503 if isinstance(
-        exc, UNAVAILABLE) else 500
+    """Starlette handler for ArenaError raised by an HTTP route."""
+    status = exc.status if isinstance(exc, ArenaError) else 500
     err = ws_error(exc, None)
     return JSONResponse(
         {"code": err.code, "message": err.message, "message_en": err.message_en}, status

@@ -40,18 +40,10 @@ class LiveState:
     async def start_round(self, round_id: str, fields: dict[str, str | float]) -> None:
         await self.r.hset(self.key("round", round_id), mapping=dict(fields))  # type: ignore[arg-type]
 
-    async def round(self, round_id: str) -> dict[str, str]:
-        raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
     async def set_progress(self, round_id: str, attempt_id: str, progress: Progress) -> None:
         await self.r.hset(
             self.key("round", round_id, "progress"), attempt_id, msgspec.json.encode(progress)
         )
-
-    async def progress(self, round_id: str) -> dict[str, Progress]:
-        raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id, "progress"))
-        return {k.decode(): msgspec.json.decode(v, type=Progress) for k, v in raw.items()}
 
     async def post_score(self, board: str, member: str, score: float) -> tuple[int, int]:
         """Put `member` on a leaderboard (sorted set); return (rank from 1, board size)."""
@@ -63,11 +55,6 @@ class LiveState:
             result: list[Any] = await p.execute()
         _, rank, size = result
         return int(rank) + 1, int(size)
-
-    async def board(self, board: str, limit: int = 50) -> list[tuple[str, float]]:
-        key = self.key("board", board)
-        rows: list[Any] = await self.r.zrevrange(key, 0, limit - 1, withscores=True)
-        return [(m.decode(), float(s)) for m, s in rows]
 
     async def check(self) -> str | None:
         try:

@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Literal, Protocol, cast
 
 import httpx2
@@ -30,6 +30,7 @@ import msgspec
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from arena.matching import QuestionMatcher
 from arena.patient import PatientView, ScriptedPatient, Turn, build_messages
 from server.metrics import LLM_ERRORS, LLM_TOKENS, LLM_TTFT
 from server.settings import Settings
@@ -129,18 +130,25 @@ class ScriptedEngine:
     _SIZES = (2, 3, 4, 3)
 
     def __init__(
-        self, settings: Settings, *, clock: Callable[[], float] = time.perf_counter
+        self,
+        settings: Settings,
+        *,
+        matchers: Mapping[str, QuestionMatcher] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._pause = settings.scripted_chunk_ms / 1000
         self._clock = clock
+        # The case library's matchers, built once at load; scoring uses the same ones.
+        self._matchers = matchers or {}
         self._patients: dict[str, ScriptedPatient] = {}
 
     async def _patient(self, view: PatientView) -> ScriptedPatient:
         patient = self._patients.get(view.case_id)
-        if patient is None or patient.view != view:
-            # Building the matcher segments every example question (and loads jieba's
+        if patient is None or patient.view is not view:
+            matcher = self._matchers.get(view.case_id)
+            # Building a matcher segments every example question (and loads jieba's
             # dictionary the first time): seconds of CPU that must not block the event loop.
-            patient = await asyncio.to_thread(ScriptedPatient, view)
+            patient = await asyncio.to_thread(ScriptedPatient, view, matcher)
             self._patients[view.case_id] = patient
         return patient
 
@@ -360,8 +368,10 @@ class OpenAIEngine:
         await self._client.close()
 
 
-def make_engine(settings: Settings) -> PatientEngine:
+def make_engine(
+    settings: Settings, matchers: Mapping[str, QuestionMatcher] | None = None
+) -> PatientEngine:
     """The LLM engine when LLM_BASE_URL is set, else the offline scripted patient."""
     if settings.llm_base_url:
         return OpenAIEngine(settings)
-    return ScriptedEngine(settings)
+    return ScriptedEngine(settings, matchers=matchers)

@@ -211,9 +211,7 @@ class Practice:
     async def submit(self, msg: protocol.Submit) -> None:
         attempt = self._require()
         if self._scored is not None and self._scored.re == msg.id:
-            self.send(protocol.Scored(  # the retry of a submission already applied
-                re=msg.id, card=self._scored.card, rank=self._scored.rank, of=self._scored.of,
-            ))
+            self.send(self._scored)  # the retry of a submission already applied
             return
         now = self.res.clock()
         submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)
@@ -234,7 +232,7 @@ class Practice:
         self._scored = protocol.Scored(re=msg.id, card=card, rank=rank, of=of)
         await self._progress()
         await self._export(card)
-        self.send(protocol.Scored(re=msg.id, card=card, rank=rank, of=of))
+        self.send(self._scored)
 
     async def _export(self, card: object) -> None:
         # The export is a copy for teachers; PostgreSQL already holds the record.

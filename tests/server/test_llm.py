@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from arena.cases import Demographics, Fact, Opening, Persona, Vitals
+from arena.matching import QuestionMatcher
 from arena.patient import PatientView, ScriptedPatient, Turn, system_prompt
 from loadtest.llm_sim import DEFAULT_REPLY, tokenize
 from server.llm import (
@@ -391,3 +392,20 @@ def test_sim_rejects_unknown_config(sim: Sim) -> None:
         sim.configure(fault="explode")
     assert info.value.code == 400
     info.value.close()
+
+
+def test_scripted_engine_answers_with_the_library_matcher() -> None:
+    matcher = QuestionMatcher(VIEW.facts)
+
+    async def main() -> list[str]:
+        engine = ScriptedEngine(Settings(scripted_chunk_ms=0), matchers={VIEW.case_id: matcher})
+        try:
+            deltas, _, _ = await collect(engine.stream(VIEW, (), QUESTION))
+            await collect(engine.stream(VIEW, (), "有没有药物过敏"))
+            # One patient per case, built on the matcher the case library already made.
+            assert engine._patients[VIEW.case_id].matcher is matcher
+            return deltas
+        finally:
+            await engine.aclose()
+
+    assert "".join(asyncio.run(main())) == "就像一块大石头压在胸口上，闷得慌。"
