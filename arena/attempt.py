@@ -79,6 +79,7 @@ class Submitted(msgspec.Struct, frozen=True, tag="submitted", kw_only=True):
     diagnosis: str
     differentials: tuple[str, ...]
     reasoning: str
+    at: float = 0.0  # server time of the submission
 
 
 class Attempt:
@@ -91,19 +92,27 @@ class Attempt:
         *,
         started_at: float,
         deadline: float | None = None,
+        max_submissions: int = 1,
     ) -> None:
         self.case = case
         self.matcher = matcher
         self.started_at = started_at
         self.deadline = deadline
+        self.max_submissions = max_submissions
+        self.submissions = 0
         self.questions: list[Question] = []
         self.transcript: list[Turn] = []
+        self.answers: dict[int, Answered] = {}
         self.orders: list[Ordered] = []
         self.submission: Submission | None = None
         self._pending_turn: int | None = None
 
+    @property
+    def submissions_left(self) -> int:
+        return max(0, self.max_submissions - self.submissions)
+
     def _check_open(self, now: float) -> None:
-        if self.submission is not None:
+        if self.submission is not None and self.submissions_left == 0:
             raise RoundNotRunning("你已提交诊断，本场已结束。", "You have already submitted.")
         if self.deadline is not None and now > self.deadline:
             raise DeadlinePassed("时间已到，不能再进行操作。", "Time is up.")
@@ -134,6 +143,7 @@ class Attempt:
         if self._pending_turn != turn:
             raise BadRequest("没有等待回答的问题。", f"Turn {turn} is not pending.")
         self._pending_turn = None
+        self.answers[turn] = answer
         if answer.status == "ok":
             self.transcript.append(Turn(self.questions[turn - 1].text, answer.text))
         return answer
@@ -154,8 +164,11 @@ class Attempt:
     def submit(
         self, diagnosis: str, differentials: list[str], reasoning: str, now: float
     ) -> Submitted:
-        """Submit once; a second submission is refused."""
-        if self.submission is not None:
+        """Submit; once the round's allowance is used up, another submission is refused.
+
+        A later submission (where the rules allow several) replaces the earlier one.
+        """
+        if self.submissions_left == 0:
             raise AlreadySubmitted("你已经提交过诊断，不能重复提交。", "Already submitted.")
         self._check_open(now)
         diagnosis = diagnosis.strip()
@@ -172,7 +185,10 @@ class Attempt:
         self.submission = Submission(
             diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip(), at=now
         )
-        return Submitted(diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip())
+        self.submissions += 1
+        return Submitted(
+            diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip(), at=now
+        )
 
     def retract(self, event: Asked | OrderPlaced | Submitted) -> None:
         """Undo an event the server could not make durable, as if it never happened."""
@@ -183,6 +199,35 @@ class Attempt:
             self.orders = [o for o in self.orders if o.item_id != event.item_id]
         elif isinstance(event, Submitted):
             self.submission = None
+            self.submissions -= 1
+
+    def replay(self, kind: str, payload: dict[str, object], at: float) -> None:
+        """Fold one recorded event back in (rebuilding an attempt from the audit log).
+
+        Events were checked when they happened, so replay applies them without the
+        clock or deadline checks; unknown kinds are ignored.
+        """
+        if kind == "asked":
+            asked = msgspec.convert(payload, Asked)
+            self.questions.append(
+                Question(turn=asked.turn, text=asked.text, fact_ids=asked.fact_ids, at=at)
+            )
+            self._pending_turn = asked.turn
+        elif kind == "answered":
+            answer = msgspec.convert(payload, Answered)
+            if self._pending_turn == answer.turn:
+                self.answered(answer.turn, answer)
+        elif kind == "ordered":
+            placed = msgspec.convert(payload, OrderPlaced)
+            if placed.item_id not in self.ordered_ids:
+                self.orders.append(Ordered(item_id=placed.item_id, kind=placed.kind, at=at))
+        elif kind == "submitted":
+            sub = msgspec.convert(payload, Submitted)
+            self.submission = Submission(
+                diagnosis=sub.diagnosis, differentials=sub.differentials,
+                reasoning=sub.reasoning, at=sub.at or at,
+            )
+            self.submissions += 1
 
     @property
     def pending_turn(self) -> int | None:

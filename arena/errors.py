@@ -83,3 +83,33 @@ class DuplicateRequest(ArenaError):
 
     code = "duplicate_request"
     status = 409
+
+
+class Unauthorized(ArenaError):
+    """No valid credentials: a bad token, or a wrong username or password."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+
+
+class Forbidden(ArenaError):
+    """Signed in, but this role may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class JoinCodeInvalid(ArenaError):
+    code = "join_code_invalid"
+    status = 403
+
+
+class JoinCodeUsed(ArenaError):
+    """The join code was already redeemed (by this person on another device, or someone else)."""
+
+    code = "join_code_used"
+    status = 409

@@ -17,6 +17,7 @@ import msgspec
 
 from arena.attempt import Question, Submission
 from arena.cases import Case, ChecklistItem, Diagnosis
+from arena.errors import BadRequest
 
 Verdict = Literal["correct", "partial", "wrong"]
 
@@ -132,8 +133,15 @@ def score(
     ordered: list[str],
     submission: Submission,
     weights: Weights | None = None,
+    *,
+    time_points: float = 0.0,
+    time_fraction_left: float = 0.0,
 ) -> ScoreCard:
-    """Score an attempt. Pure and deterministic: same inputs, same card."""
+    """Score an attempt. Pure and deterministic: same inputs, same card.
+
+    Where a round's rules say time counts, `time_points` > 0 adds a section worth
+    that many points times the share of the contestant's time left at submission.
+    """
     w = weights or Weights()
     key = case.answer_key
     sections: list[ScoreSection] = []
@@ -201,9 +209,62 @@ def score(
         points=test_points, max_points=w.tests, lines=tuple(test_lines),
     ))
 
+    if time_points > 0:
+        share = min(1.0, max(0.0, time_fraction_left))
+        pts = round(time_points * share, 2)
+        sections.append(ScoreSection(
+            key="time", title="用时", title_en="Time", points=pts, max_points=time_points,
+            lines=(ScoreLine(
+                label="剩余时间比例", met=share > 0, points=pts, max_points=time_points,
+                note=f"提交时剩余 {share:.0%} 的时间",
+            ),),
+        ))
+
     cost = sum(o.cost_yuan for o in (case.orderable(i) for i in ordered) if o is not None)
     total = round(sum(s.points for s in sections), 2)
     return ScoreCard(
         total=total, max_total=round(sum(s.max_points for s in sections), 2), verdict=verdict,
         cost_yuan=round(cost, 2), sections=tuple(sections),
     )
+
+
+def _total(sections: Iterable[ScoreSection]) -> float:
+    return round(sum(s.points for s in sections), 2)
+
+
+def override(card: ScoreCard, section: str, line: int, points: float, note: str) -> ScoreCard:
+    """A judge sets one line's points (0..max, or a penalty line's own sign) with a note.
+
+    Raises BadRequest for an unknown section or line, or points out of range. The
+    section total is recomputed from its lines, so the card stays consistent.
+    """
+    sec = next((s for s in card.sections if s.key == section), None)
+    if sec is None or not 0 <= line < len(sec.lines):
+        raise BadRequest("评分项不存在。", f"No score line {section}[{line}].")
+    old = sec.lines[line]
+    low, high = (old.points, 0.0) if old.max_points == 0 else (0.0, old.max_points)
+    if not low <= points <= high:
+        raise BadRequest(
+            f"分值应在 {low:g} 到 {high:g} 之间。", f"Points must be within {low:g}..{high:g}."
+        )
+    lines = list(sec.lines)
+    lines[line] = msgspec.structs.replace(
+        old, points=round(points, 2), met=points >= old.max_points > 0, note=note
+    )
+    if section == "tests":  # the section is floored at zero, as in `score`
+        sec_points = max(0.0, sum(x.points for x in lines))
+    else:
+        sec_points = sum(x.points for x in lines)
+    new_sec = msgspec.structs.replace(sec, points=round(sec_points, 2), lines=tuple(lines))
+    sections = tuple(new_sec if s.key == section else s for s in card.sections)
+    return msgspec.structs.replace(card, sections=sections, total=_total(sections))
+
+
+def adjudicate(
+    card: ScoreCard, verdict: Verdict, weights: Weights, note: str
+) -> ScoreCard:
+    """A judge's ruling on the diagnosis: correct (primary or synonym), partial or wrong."""
+    points = {"correct": weights.diagnosis, "partial": weights.diagnosis * weights.partial_share,
+              "wrong": 0.0}[verdict]
+    card = override(card, "diagnosis", 0, points, note)
+    return msgspec.structs.replace(card, verdict=verdict)

@@ -16,14 +16,19 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from arena.errors import ArenaError
-from server import errors, hub
+from server import api, errors, hub
 from server.audit import AuditLog
+from server.auth import Accounts, Roster, Signer, load_secret
+from server.boards import Boards
+from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
 from server.llm import make_engine
 from server.metrics import REGISTRY
 from server.objects import open_store
+from server.player import Players
 from server.resources import Resources
+from server.rounds import RoundService
 from server.settings import Settings
 
 WEB = Path(__file__).parent / "web"
@@ -69,20 +74,32 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         library = Library.load(settings.cases_dir)
         audit = await AuditLog.open(settings.database_url, settings.database_schema)
         live = LiveState.open(settings.redis_url, settings.redis_prefix)
+        bus = Bus(live.r, settings.redis_prefix)
         engine = make_engine(settings, library.matchers)
+        rounds: RoundService | None = None
         try:
             await audit.migrate()
-            app.state.resources = Resources(
+            await bus.start()
+            res = Resources(
                 settings=settings, audit=audit, live=live, engine=engine, library=library,
                 objects=open_store(
                     endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
                     secret_key=settings.s3_secret_key, bucket=settings.s3_bucket,
                     secure=settings.s3_secure, folder=settings.data_dir / "objects",
                 ),
-                clock=clock,
+                clock=clock, bus=bus, signer=Signer(await load_secret(audit.pool)),
+                accounts=Accounts(audit.pool), roster=Roster(audit.pool),
             )
+            res.rounds = rounds = RoundService(audit, bus, library, clock)
+            res.boards = Boards(audit, live, bus, rounds, library, clock)
+            res.players = Players(res)
+            rounds.start()
+            app.state.resources = res
             yield
         finally:
+            if rounds is not None:
+                await rounds.close()
+            await bus.close()
             await engine.aclose()
             await live.close()
             await audit.close()
@@ -93,6 +110,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return Starlette(
         routes=[
             Route("/api/cases", cases),
+            *api.ROUTES,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),

@@ -8,8 +8,10 @@ an advisory lock (several processes may start at once) and recorded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -30,6 +32,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     request_id: str | None
     payload: dict[str, Any]
+    at: float = 0.0  # when it was appended, seconds since the epoch (database clock)
 
 
 def _migrations() -> list[tuple[str, str]]:
@@ -100,15 +103,37 @@ class AuditLog:
         kind: str,
         payload: Any,
         request_id: str | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> int | None:
         """Append one event; return its id, or None if this request id was already applied."""
-        return await self.pool.fetchval(
+        return await (conn or self.pool).fetchval(
             "INSERT INTO events (round_id, attempt_id, actor, kind, request_id, payload)"
             " VALUES ($1, $2, $3, $4, $5, $6)"
-            " ON CONFLICT (attempt_id, kind, request_id) WHERE request_id IS NOT NULL"
+            " ON CONFLICT (round_id, attempt_id, kind, request_id) WHERE request_id IS NOT NULL"
             " DO NOTHING RETURNING id",
             round_id, attempt_id, actor, kind, request_id, payload,
         )
+
+    @contextlib.asynccontextmanager
+    async def locked(self, key: str) -> AsyncIterator[Any]:
+        """A transaction holding a lock on `key` (a round or an attempt id) until commit.
+
+        Commands that read history and then append (a round transition, a judge's
+        override) run inside it, so two processes cannot both act on a stale state.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+            yield conn
+
+    async def round_events(
+        self, round_id: str, kinds: frozenset[str], conn: asyncpg.Connection | None = None
+    ) -> list[Event]:
+        """Events of a round whose kind is in `kinds`, in order."""
+        rows = await (conn or self.pool).fetch(
+            "SELECT * FROM events WHERE round_id = $1 AND kind = ANY($2::text[]) ORDER BY id",
+            round_id, list(kinds),
+        )
+        return [_event(r) for r in rows]
 
     async def append_many(self, rows: list[dict[str, Any]]) -> None:
         """Append several events atomically (all or none)."""
@@ -146,6 +171,7 @@ def _event(row: asyncpg.Record) -> Event:
     return Event(
         id=row["id"], round_id=row["round_id"], attempt_id=row["attempt_id"], actor=row["actor"],
         kind=row["kind"], request_id=row["request_id"], payload=row["payload"],
+        at=row["created_at"].timestamp(),
     )
 
 

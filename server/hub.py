@@ -17,10 +17,15 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server import metrics, protocol
+from arena.errors import BadRequest
+from server import access, metrics, protocol
+from server.bus import Bus
 from server.errors import ws_error
+from server.player import Player
 from server.practice import Practice
 from server.resources import Resources
+from server.rounds import round_channel
+from server.watch import Watcher
 
 log = logging.getLogger("arena.hub")
 
@@ -47,6 +52,45 @@ class Connection:
         except asyncio.QueueFull:
             self._overflow()
 
+    def send_body(self, body: bytes, cseq: int = 0) -> None:
+        """Queue a message encoded once for many clients, splicing in seq, t (and cseq).
+
+        `body` is an encoded ServerMessage whose seq, t and cseq were left at their
+        defaults, which msgspec omits, so prefixing the fields keeps the JSON valid.
+        """
+        if self.overflowed:
+            return
+        self.seq += 1
+        head = b'{"seq":%d,"t":%.1f,' % (self.seq, self.clock() * 1000)
+        if cseq:
+            head += b'"cseq":%d,' % cseq
+        try:
+            self.queue.put_nowait(head + body[1:])
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def follow(self, bus: Bus, channel: str) -> Callable[[], None]:
+        """Forward every message on a history channel; returns the unsubscribe."""
+        return bus.subscribe(channel, lambda ch, cseq, body: self.send_body(body, cseq))
+
+    def follow_latest(self, bus: Bus, channel: str) -> Callable[[], None]:
+        """Forward whole-state messages (boards): only the newest matters to a client."""
+        return bus.subscribe(channel, lambda ch, cseq, body: self.send_body(body))
+
+    async def replay(self, bus: Bus, channel: str, since: int) -> None:
+        """Send what the client missed on `channel` since `since`, or tell it to reload."""
+        missed = await bus.replay(channel, since)
+        if missed is None:
+            self.send(protocol.Reload(channel=channel))
+            return
+        for cseq, body in missed:
+            self.send_body(body, cseq)
+
+    def close_soon(self) -> None:
+        """Close after what is queued has been sent (used when a newer tab takes over)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
     def _overflow(self) -> None:
         self.overflowed = True
         metrics.SLOW_CLIENTS.inc()
@@ -68,13 +112,17 @@ class Connection:
             metrics.MESSAGES_OUT.inc()
 
 
+Session = Practice | Player | Watcher
+
+
 async def endpoint(ws: WebSocket) -> None:
     res: Resources = ws.app.state.resources
     await ws.accept()
     conn = Connection(ws, res.settings.send_queue_size, res.clock)
     metrics.CONNECTIONS.inc()
     sender = asyncio.create_task(conn.sender(), name=f"sender-{conn.id}")
-    practice: Practice | None = None
+    session: Session | None = None
+    role: protocol.Role = "student"
     try:
         while True:
             frame = await ws.receive()
@@ -87,41 +135,44 @@ async def endpoint(ws: WebSocket) -> None:
                 conn.send(ws_error(exc, exc.re))
                 continue
             metrics.MESSAGES_IN.labels(type(msg).__name__).inc()
-            if practice is None:
-                practice = _handshake(conn, res, msg)
-                continue
-            if isinstance(msg, protocol.Hello):
-                conn.send(protocol.Error(
-                    re=msg.id, code="bad_request", message="已经握手过了。",
-                    message_en="Already said hello.",
-                ))
-                continue
-            if isinstance(msg, protocol.Ping):
-                conn.send(protocol.Pong(re=msg.id, client_time=msg.client_time))
-                continue
             try:
-                await practice.handle(msg)
+                if session is None:
+                    session, role = await _handshake(conn, res, msg)
+                    continue
+                access.check_message(role, msg)
+                if isinstance(msg, protocol.Hello):
+                    raise BadRequest("已经握手过了。", "Already said hello.")
+                if isinstance(msg, protocol.Ping):
+                    conn.send(protocol.Pong(re=msg.id, client_time=msg.client_time))
+                    continue
+                await session.handle(msg)
             except Exception as exc:  # every failure of a request becomes an error reply
                 conn.send(ws_error(exc, msg.id))
     except WebSocketDisconnect:
         pass
     finally:
         metrics.CONNECTIONS.dec()
-        if practice is not None:
-            # The contestant left: stop any answer in flight, which closes the upstream stream.
-            await practice.close()
+        if isinstance(session, Practice) and not isinstance(session, Player):
+            # The student left: stop any answer in flight, which closes the upstream stream.
+            await session.close()
+        elif isinstance(session, Player):
+            res.players.detach(session, conn)
+        elif isinstance(session, Watcher):
+            session.close_all()
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, RuntimeError, WebSocketDisconnect):
             await sender
 
 
-def _handshake(conn: Connection, res: Resources, msg: protocol.ClientMsg) -> Practice | None:
+async def _handshake(
+    conn: Connection, res: Resources, msg: protocol.ClientMsg
+) -> tuple[Session | None, protocol.Role]:
     if not isinstance(msg, protocol.Hello):
         conn.send(protocol.Error(
             re=msg.id, code="hello_required", message="请先发送 hello 握手消息。",
             message_en="Send hello first.",
         ))
-        return None
+        return None, "student"
     if msg.v != protocol.PROTOCOL_VERSION:
         conn.send(protocol.Error(
             re=msg.id, code="bad_version",
@@ -129,8 +180,25 @@ def _handshake(conn: Connection, res: Resources, msg: protocol.ClientMsg) -> Pra
             message_en=f"Protocol version {msg.v} unsupported; server speaks "
             f"{protocol.PROTOCOL_VERSION}.",
         ))
-        return None
-    conn.send(protocol.Welcome(
+        return None, "student"
+    if not msg.token:
+        conn.send(protocol.Welcome(
+            re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
+        ))
+        return Practice(res, conn.send, name=msg.name.strip() or "匿名学员"), "student"
+    claims = res.signer.verify(msg.token, res.clock())  # Unauthorized, TokenExpired
+    welcome = protocol.Welcome(
         re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
-    ))
-    return Practice(res, conn.send, name=msg.name.strip() or "匿名学员")
+        role=claims.role, name=claims.name, round_id=claims.round_id,
+    )
+    if claims.role == "contestant":
+        player = await res.players.join(claims)
+        welcome.round_id = player.round_id
+        conn.send(welcome)
+        await player.attach(conn, msg.since)
+        return player, "contestant"
+    watcher = Watcher(res, conn, claims)
+    conn.send(welcome)
+    if claims.role == "spectator":
+        await watcher.watch(claims.round_id, msg.since.get(round_channel(claims.round_id), 0))
+    return watcher, claims.role

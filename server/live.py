@@ -12,20 +12,47 @@ from typing import Any
 import msgspec
 import redis.asyncio as redis
 
+from arena.leaderboard import Entry
+
 
 class Progress(msgspec.Struct, kw_only=True):
     name: str = ""
+    team: str = ""
+    school: str = ""
     questions: int = 0
     orders: int = 0
     submitted: bool = False
     score: float | None = None
     last_action: float = 0.0  # server time, seconds
+    submitted_at: float | None = None
+    elapsed_s: float | None = None  # play time used at submission
+    cost_yuan: float = 0.0
+
+    def entry(self, attempt_id: str) -> Entry:
+        return Entry(
+            attempt_id=attempt_id, name=self.name, team=self.team, school=self.school,
+            score=self.score, submitted_at=self.submitted_at, elapsed_s=self.elapsed_s,
+            cost_yuan=self.cost_yuan, questions=self.questions, orders=self.orders,
+            last_action=self.last_action,
+        )
+
+
+_progress = msgspec.json.Decoder(Progress)
+
+# Sets a counter to `ARGV[1]` (now, in ms) if it does not exist, then increments it. After
+# Redis loses its data the board version restarts above every version sent before, so
+# clients that ignore older boards never ignore the rebuilt ones.
+_NEXT_VERSION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[1]) end
+return redis.call('INCR', KEYS[1])
+"""
 
 
 class LiveState:
     def __init__(self, client: redis.Redis, prefix: str = "arena:") -> None:
         self.r = client
         self.prefix = prefix
+        self._next_version = client.register_script(_NEXT_VERSION)
 
     @classmethod
     def open(cls, url: str, prefix: str = "arena:") -> LiveState:
@@ -44,6 +71,46 @@ class LiveState:
         await self.r.hset(
             self.key("round", round_id, "progress"), attempt_id, msgspec.json.encode(progress)
         )
+
+    async def progress(self, round_id: str) -> dict[str, Progress]:
+        raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id, "progress"))
+        return {k.decode(): _progress.decode(v) for k, v in raw.items()}
+
+    async def entries(self, round_id: str) -> list[Entry]:
+        return [p.entry(a) for a, p in (await self.progress(round_id)).items()]
+
+    async def replace_progress(self, round_id: str, progress: dict[str, Progress]) -> None:
+        """Write a whole rebuilt progress table and mark the round as built."""
+        key = self.key("round", round_id, "progress")
+        async with self.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            if progress:
+                p.hset(key, mapping={a: msgspec.json.encode(v) for a, v in progress.items()})
+            p.set(self.key("round", round_id, "built"), 1)
+            await p.execute()
+
+    async def is_built(self, round_id: str) -> bool:
+        """False when the round's live state was never built here or Redis lost it."""
+        return bool(await self.r.exists(self.key("round", round_id, "built")))
+
+    async def claim_rebuild(self, round_id: str) -> bool:
+        """One process rebuilds at a time; the claim expires in case that process dies."""
+        return bool(await self.r.set(self.key("round", round_id, "rebuilding"), 1, nx=True, ex=10))
+
+    async def next_board_version(self, round_id: str, now_ms: int) -> int:
+        return int(await self._next_version(
+            keys=[self.key("round", round_id, "board_version")], args=[now_ms]
+        ))
+
+    async def mark_answering(self, attempt_id: str, ttl_s: int) -> None:
+        """Say that this attempt's answer is being streamed by a live process."""
+        await self.r.set(self.key("answering", attempt_id), 1, ex=ttl_s)
+
+    async def clear_answering(self, attempt_id: str) -> None:
+        await self.r.delete(self.key("answering", attempt_id))
+
+    async def is_answering(self, attempt_id: str) -> bool:
+        return bool(await self.r.exists(self.key("answering", attempt_id)))
 
     async def post_score(self, board: str, member: str, score: float) -> tuple[int, int]:
         """Put `member` on a leaderboard (sorted set); return (rank from 1, board size)."""

@@ -36,6 +36,15 @@ def _menu_sections(case: Case) -> tuple[tuple[Literal["exam", "test"], list[Orde
     return (("exam", case.exams), ("test", case.tests))
 
 
+def menu(case: Case) -> list[protocol.MenuItem]:
+    """What a contestant may order: names, costs and times, never the results."""
+    return [
+        protocol.MenuItem(id=i.id, name=i.name, kind=kind, cost_yuan=i.cost_yuan, minutes=i.minutes)
+        for kind, items in _menu_sections(case)
+        for i in items
+    ]
+
+
 class Practice:
     def __init__(
         self, res: Resources, send: Callable[[protocol.ServerMsg], None], *, name: str
@@ -70,6 +79,10 @@ class Practice:
                 "还没有开始练习，请先选择病例。", "No practice round is running."
             )
         return self.attempt
+
+    def _now(self) -> float:
+        """The server time of a contestant's action; rounds also check their clock here."""
+        return self.res.clock()
 
     async def _append(self, kind: str, payload: object, request_id: str | None) -> int | None:
         return await self.res.audit.append(
@@ -108,19 +121,12 @@ class Practice:
             re=msg.id, round_id=round_id, attempt_id=attempt_id, case_id=case.id,
             title=case.title, patient=describe_patient(case),
             chief_complaint=o.chief_complaint, statement=o.statement, appearance=o.appearance,
-            vitals=o.vitals,
-            menu=[
-                protocol.MenuItem(
-                    id=i.id, name=i.name, kind=kind, cost_yuan=i.cost_yuan, minutes=i.minutes
-                )
-                for kind, items in _menu_sections(case)
-                for i in items
-            ],
+            vitals=o.vitals, menu=menu(case),
         ))
 
     async def ask(self, msg: protocol.Ask) -> None:
         attempt = self._require()
-        asked = attempt.ask(msg.text, self.res.clock())
+        asked = attempt.ask(msg.text, self._now())
         try:
             if await self._append("asked", asked, msg.id) is None:
                 attempt.retract(asked)  # a retry of a question already asked: say so
@@ -136,6 +142,7 @@ class Practice:
         self._answer_task = asyncio.create_task(self._answer(asked.turn, asked.text))
 
     async def _answer(self, turn: int, question: str) -> None:
+        """Stream the patient's answer to the contestant, then record it (ok or failed)."""
         attempt = self._require()
         engine = self.res.engine
         started = time.perf_counter()
@@ -195,7 +202,7 @@ class Practice:
     async def order(self, msg: protocol.Order) -> None:
         attempt = self._require()
         new = msg.item_id not in attempt.ordered_ids
-        placed, item = attempt.order(msg.item_id, self.res.clock())
+        placed, item = attempt.order(msg.item_id, self._now())
         try:
             await self._append("ordered", placed, msg.id)
         except BaseException:

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from arena.cases import Vitals
+from arena.leaderboard import Board
+from arena.rounds import RoundClock
 from arena.scoring import ScoreCard
 
 PROTOCOL_VERSION = 1
@@ -30,6 +32,12 @@ class ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=True
 class Hello(ClientMessage, tag="hello"):
     v: int
     name: Annotated[str, msgspec.Meta(max_length=40)] = ""
+    # A bearer token from /api/login, /api/join or a spectator link; empty = a student
+    # practising alone.
+    token: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    # Last channel sequence number seen per channel, so a reconnecting client gets
+    # what it missed (or a `reload` when the gap is older than the history kept).
+    since: Annotated[dict[str, int], msgspec.Meta(max_length=8)] = {}
 
 
 class StartPractice(ClientMessage, tag="start_practice"):
@@ -54,15 +62,58 @@ class Ping(ClientMessage, tag="ping"):
     client_time: float = 0.0
 
 
-ClientMsg = Hello | StartPractice | Ask | Order | Submit | Ping
-CLIENT_TYPES = frozenset(
-    t.__struct_config__.tag for t in (Hello, StartPractice, Ask, Order, Submit, Ping)
+class Watch(ClientMessage, tag="watch"):
+    """Judge or organizer: follow a round's clock and the live board."""
+
+    round_id: Annotated[str, msgspec.Meta(max_length=64)]
+    since: int = 0  # last round-channel sequence number seen
+
+
+class OpenTranscript(ClientMessage, tag="open_transcript"):
+    """Judge or organizer: read one contestant's transcript, then follow it live."""
+
+    attempt_id: Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class Adjudicate(ClientMessage, tag="adjudicate"):
+    """Judge: rule on a free-text diagnosis the rules could not match."""
+
+    attempt_id: Annotated[str, msgspec.Meta(max_length=64)]
+    verdict: Literal["correct", "partial", "wrong"]
+    reason: Annotated[str, msgspec.Meta(max_length=500)]
+
+
+class Override(ClientMessage, tag="override"):
+    """Judge: set the points of one score line (section key + line index), with a reason."""
+
+    attempt_id: Annotated[str, msgspec.Meta(max_length=64)]
+    section: Annotated[str, msgspec.Meta(max_length=32)]
+    line: Annotated[int, msgspec.Meta(ge=0, le=200)]
+    points: float
+    reason: Annotated[str, msgspec.Meta(max_length=500)]
+
+
+ClientMsg = (
+    Hello | StartPractice | Ask | Order | Submit | Ping | Watch | OpenTranscript | Adjudicate
+    | Override
 )
+CLIENT_MESSAGE_TYPES: tuple[type[ClientMessage], ...] = (
+    Hello, StartPractice, Ask, Order, Submit, Ping, Watch, OpenTranscript, Adjudicate, Override,
+)
+CLIENT_TYPES = frozenset(t.__struct_config__.tag for t in CLIENT_MESSAGE_TYPES)
 
 
-class ServerMessage(msgspec.Struct, tag_field="type", kw_only=True):
-    seq: int = 0  # stamped by the connection when sent
-    t: float = 0.0  # server time, ms since the epoch, stamped when sent
+class ServerMessage(msgspec.Struct, tag_field="type", kw_only=True, omit_defaults=True):
+    # seq and t are stamped per connection when sent; omitted defaults let a broadcast be
+    # encoded once and have them spliced in front (see hub.Connection.send_body).
+    seq: int = 0
+    t: float = 0.0  # server time, ms since the epoch
+    # Set on messages that travel on a channel with history: its name and sequence number.
+    ch: str = ""
+    cseq: int = 0
+
+
+Role = Literal["student", "contestant", "judge", "organizer", "spectator"]
 
 
 class Welcome(ServerMessage, tag="welcome"):
@@ -70,6 +121,9 @@ class Welcome(ServerMessage, tag="welcome"):
     v: int
     conn_id: str
     engine: str
+    role: Role = "student"
+    name: str = ""
+    round_id: str = ""  # the round a contestant or spectator is bound to
 
 
 class MenuItem(msgspec.Struct, kw_only=True):
@@ -150,9 +204,133 @@ class Resync(ServerMessage, tag="resync"):
     message: str = "连接跟不上消息速度，请重新连接。"
 
 
+class RoundState(ServerMessage, tag="round_state"):
+    """The round's status and clock; sent on every change and on (re)connect."""
+
+    round_id: str
+    title: str
+    clock: RoundClock
+    competition_title: str = ""
+    board_visible: bool = True
+    time_counts: bool = False
+    freeze_s: int = 0
+    change: str = ""  # the round event that caused this message, e.g. "round_paused"
+    reason: str = ""  # the organizer's reason, shown to everyone ("网络故障，暂停 5 分钟")
+
+
+class BoardUpdate(ServerMessage, tag="board"):
+    """The whole board, never a diff: a late message with a lower version is ignored."""
+
+    round_id: str
+    version: int
+    view: Literal["live", "public"]
+    board: Board
+    joined: int  # contestants connected or played so far
+    at: float  # server time (ms) the board was computed, for fan-out latency
+
+
+class TranscriptTurn(msgspec.Struct, kw_only=True):
+    turn: int
+    question: str
+    answer: str
+    status: Literal["ok", "failed", "pending"]
+
+
+class OrderedItem(msgspec.Struct, kw_only=True):
+    item_id: str
+    name: str
+    kind: Literal["exam", "test"]
+    result: str
+    abnormal: bool
+    cost_yuan: float
+
+
+class PlayState(ServerMessage, tag="play_state"):
+    """A contestant's whole attempt, sent when play begins and on every rejoin."""
+
+    round_id: str
+    attempt_id: str
+    case_id: str
+    title: str
+    patient: str
+    chief_complaint: str
+    statement: str
+    appearance: str
+    vitals: Vitals
+    menu: list[MenuItem]
+    transcript: list[TranscriptTurn]
+    orders: list[OrderedItem]
+    submitted: bool
+    submissions_left: int
+    diagnosis: str = ""
+    differentials: list[str] = []
+    reasoning: str = ""
+
+
+class SubmitAck(ServerMessage, tag="submit_ack"):
+    """A round submission is durable; the score is shown when results are published."""
+
+    re: str
+    submissions_left: int
+    message: str = "已提交，等待公布成绩。"
+
+
+class Results(ServerMessage, tag="results"):
+    """After publication: the contestant's breakdown and final rank."""
+
+    round_id: str
+    card: ScoreCard
+    rank: int | None
+    of: int
+
+
+class TranscriptEntry(msgspec.Struct, kw_only=True):
+    at: float  # server time, ms
+    kind: str  # asked, answered, ordered, submitted, scored, adjudicated, overridden, ...
+    actor: str
+    payload: dict[str, object]
+
+
+class Transcript(ServerMessage, tag="transcript"):
+    """For judges: one attempt's events so far, then each new one as `transcript_entry`."""
+
+    attempt_id: str
+    name: str
+    entries: list[TranscriptEntry]
+    card: ScoreCard | None = None
+
+
+class TranscriptLive(ServerMessage, tag="transcript_entry"):
+    attempt_id: str
+    entry: TranscriptEntry
+    card: ScoreCard | None = None  # the current card when the entry changed it
+
+
+class Reveal(ServerMessage, tag="reveal"):
+    """At publication: the frozen board unfrozen step by step (spectator screens animate)."""
+
+    round_id: str
+    steps: list[Board]
+
+
+class Reload(ServerMessage, tag="reload"):
+    """The gap since the client's last sequence number is older than the history kept."""
+
+    channel: str
+    reason: str = "history trimmed"
+    message: str = "错过的消息过多，已重新加载最新状态。"
+
+
+class Ack(ServerMessage, tag="ack"):
+    """A judge's or organizer's request was made durable."""
+
+    re: str
+
+
 ServerMsg = (
     Welcome | PracticeStarted | AnswerStart | AnswerDelta | AnswerEnd | OrderResult | Scored
-    | Pong | Error | Resync
+    | Pong | Error | Resync | RoundState | BoardUpdate | PlayState | SubmitAck | Results
+    | Transcript | TranscriptLive | Reveal | Reload | Ack
 )
 
 

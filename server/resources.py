@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from server.audit import AuditLog
+from server.auth import Accounts, Roster, Signer
+from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
 from server.llm import PatientEngine
 from server.objects import ObjectStore
 from server.settings import Settings
+
+if TYPE_CHECKING:  # these modules use Resources themselves
+    from server.boards import Boards
+    from server.player import Players
+    from server.rounds import RoundService
 
 
 class Resources(msgspec.Struct, kw_only=True):
@@ -23,3 +31,11 @@ class Resources(msgspec.Struct, kw_only=True):
     objects: ObjectStore
     # Server time in seconds since the epoch. Injected so tests can move time.
     clock: Callable[[], float]
+    bus: Bus
+    signer: Signer
+    accounts: Accounts
+    roster: Roster
+    # Set right after construction: they need the resources above.
+    rounds: RoundService = None  # type: ignore[assignment]
+    boards: Boards = None  # type: ignore[assignment]
+    players: Players = None  # type: ignore[assignment]

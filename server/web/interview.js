@@ -49,6 +49,50 @@ export class Interview {
     this._grow();
   }
 
+  /**
+   * Rebuild the log from a transcript snapshot (`play_state` on a (re)join): the opening
+   * words, then each turn's question and answer; a `pending` turn keeps streaming
+   * (answer_delta appends to it), a `failed` one offers 重新提问 unless it was already
+   * asked again. Text typed in the box and not yet sent stays.
+   */
+  load(statement, transcript = []) {
+    const draft = this.input.value;
+    const lost = this.pending; // sent before the connection dropped, maybe never recorded
+    const { locked, lockHint } = this;
+    this.reset(statement);
+    this.locked = locked;
+    this.lockHint = lockHint;
+    const turns = [...transcript].sort((a, b) => a.turn - b.turn);
+    turns.forEach((t, i) => {
+      const retried = turns.slice(0, i).some((p) => p.status === "failed" && p.question === t.question);
+      this.chat.append(h("div", { class: "msg msg-doctor", dataset: { testid: "doctor-bubble" } },
+        h("span", { class: "msg-who" }, retried ? "我（重新提问）" : "我"),
+        h("p", { class: "msg-text" }, t.question)));
+      const entry = this._patientBubble(t.turn);
+      entry.question = t.question;
+      entry.text.data = t.answer ?? "";
+      if (t.status === "pending") {
+        entry.bubble.dataset.state = "streaming";
+        this.answering = t.turn;
+      } else if (t.status === "failed") {
+        entry.bubble.dataset.state = "failed";
+        const askedAgain = turns.slice(i + 1).some((later) => later.question === t.question);
+        this._markFailed(entry, {}, { retry: !askedAgain });
+      } else {
+        entry.bubble.dataset.state = "done";
+      }
+    });
+    const recorded = lost && turns.some((t) => t.question === lost.text);
+    this.input.value = draft || (lost && !recorded ? lost.text : "");
+    this._setBusy(this.answering !== null);
+    this._grow();
+    this.scrollToEnd();
+  }
+
+  scrollToEnd() {
+    if (this.chat.scrollHeight > this.chat.clientHeight + 1) this.chat.scrollTop = this.chat.scrollHeight;
+  }
+
   ask(raw, { retryOf = null } = {}) {
     const text = String(raw).trim();
     if (this.locked || this.pending || this.answering !== null) return;
@@ -124,13 +168,23 @@ export class Interview {
     if (msg.code === "round_not_running" || msg.code === "deadline_passed") this.lock(msg.message);
   }
 
-  /** The round is over (submitted, or time is up): no more questions. */
-  lock(reason) {
+  /** The round is over (submitted, or time is up): no more questions. `hint` replaces the
+   * line under the box (default: the practice wording). */
+  lock(reason, { hint } = {}) {
     this.locked = reason || "练习已结束";
+    this.lockHint = hint;
     this._setBusy(false);
   }
 
-  _markFailed(entry, msg) {
+  /** A timed round resumed (after a countdown or a pause): questions are allowed again. */
+  unlock() {
+    if (!this.locked) return;
+    this.locked = "";
+    this.lockHint = undefined;
+    this._setBusy(this.pending !== null || this.answering !== null);
+  }
+
+  _markFailed(entry, msg, { retry: offerRetry = true } = {}) {
     const retry = h("button", {
       type: "button", class: "btn btn-small", dataset: { testid: "retry-button" },
       onclick: () => this.ask(entry.question, { retryOf: retry }),
@@ -138,7 +192,7 @@ export class Interview {
     const note = h("div", { class: "msg-failed", role: "alert", dataset: { testid: "answer-failed" } },
       h("span", {}, `回答失败：${msg.message || "病人的回答中断了。"}`),
       msg.code ? h("small", { class: "muted" }, ` (${msg.code})`) : null,
-      entry.question ? retry : null);
+      entry.question && offerRetry ? retry : null);
     entry.bubble.append(note);
   }
 
@@ -162,7 +216,9 @@ export class Interview {
     this.input.placeholder = this.locked
       ? this.locked
       : busy ? "病人正在回答…" : "向病人提问，如：哪里不舒服？";
-    this.hint.textContent = this.locked ? "本次练习已结束，可查看右侧评分。" : "Enter 发送，Shift+Enter 换行";
+    this.hint.textContent = this.locked
+      ? this.lockHint ?? "本次练习已结束，可查看右侧评分。"
+      : "Enter 发送，Shift+Enter 换行";
     this.form.dataset.state = this.locked ? "locked" : busy ? "busy" : "ready";
   }
 

@@ -39,6 +39,17 @@ export class Orders {
     this._totals();
   }
 
+  /** The menu plus what was already ordered (`play_state` on a (re)join). */
+  load(menu, ordered = []) {
+    const filter = this.filter.value;
+    const locked = this.locked;
+    this.reset(menu);
+    for (const item of ordered) this.onResult(item);
+    this.filter.value = filter;
+    this._applyFilter();
+    if (locked) this.lock(locked);
+  }
+
   order(itemId) {
     const entry = this.items.get(itemId);
     if (!entry || entry.state !== "idle" || this.locked) return;
@@ -89,8 +100,15 @@ export class Orders {
   }
 
   /** The round is over: results stay readable, nothing more can be ordered. */
-  lock() {
-    this.locked = "练习已结束";
+  lock(reason = "练习已结束") {
+    this.locked = reason;
+    for (const entry of this.items.values()) if (entry.state === "idle") this._setState(entry, "idle");
+  }
+
+  /** A timed round resumed: ordering is allowed again. */
+  unlock() {
+    if (!this.locked) return;
+    this.locked = "";
     for (const entry of this.items.values()) if (entry.state === "idle") this._setState(entry, "idle");
   }
 

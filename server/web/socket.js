@@ -38,6 +38,11 @@ export class ArenaSocket extends EventTarget {
     this.engine = "";
     this.resyncReason = "";
     this._pingTimer = 0;
+    this.token = "";
+    // Last sequence number seen per channel ("round:…", "attempt:…"); survives reconnects
+    // so the server can replay what this client missed (or send `reload`).
+    this.cseq = {};
+    this.welcome = null;
   }
 
   /** Server time now, in ms since the epoch, corrected by the measured offset. */
@@ -45,10 +50,15 @@ export class ArenaSocket extends EventTarget {
     return Date.now() + this.offsetMs;
   }
 
-  /** Open (or reopen) the connection and say hello; resolves with `welcome`. */
-  connect(name = "") {
+  /**
+   * Open (or reopen) the connection and say hello; resolves with `welcome`.
+   * `token` (from /api/login, /api/join or a spectator link) sets the role; without one
+   * the server treats the client as a student practising alone.
+   */
+  connect(name = "", token = this.token) {
     this.close();
     this.name = name;
+    this.token = token || "";
     this.lastSeq = 0;
     this.resyncReason = "";
     this.bestRtt = Infinity;
@@ -60,7 +70,10 @@ export class ArenaSocket extends EventTarget {
       let helloId = "";
       let welcomed = false;
       ws.addEventListener("open", () => {
-        helloId = this._raw({ type: "hello", v: PROTOCOL_VERSION, name });
+        const hello = { type: "hello", v: PROTOCOL_VERSION, name };
+        if (this.token) hello.token = this.token;
+        if (Object.keys(this.cseq).length) hello.since = { ...this.cseq };
+        helloId = this._raw(hello);
       });
       ws.addEventListener("message", (ev) => {
         let msg;
@@ -77,6 +90,7 @@ export class ArenaSocket extends EventTarget {
           if (msg.type === "welcome" && msg.re === helloId) {
             welcomed = true;
             this.engine = msg.engine;
+            this.welcome = msg;
             this._setStatus("open");
             this.ping();
             this._pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
@@ -129,7 +143,19 @@ export class ArenaSocket extends EventTarget {
     return id;
   }
 
+  /** Forget channel positions (after a `reload`, or when switching rounds). */
+  forgetChannel(ch) {
+    if (ch) delete this.cseq[ch];
+    else this.cseq = {};
+  }
+
   _track(msg) {
+    if (msg.ch && msg.cseq) {
+      const last = this.cseq[msg.ch] || 0;
+      // A lower number means the server lost its history (Redis rebuilt): start over.
+      if (last && msg.cseq > last + 1) console.warn(`${msg.ch}: missed ${last + 1}…${msg.cseq - 1}`);
+      this.cseq[msg.ch] = msg.cseq;
+    }
     if (typeof msg.seq === "number") {
       if (msg.seq !== this.lastSeq + 1) {
         this.seqGaps += 1;

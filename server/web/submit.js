@@ -1,5 +1,8 @@
 // Submitting a diagnosis (with a confirm step: it cannot be changed afterwards)
 // and the score card that explains every point.
+// Two modes: "practice" (the reply is `scored`: show the card at once) and "round"
+// (the reply is `submit_ack`: show "已提交，等待公布成绩", allow a resubmission while
+// submissions are left; the card comes later with `results`, see scoreCard()).
 
 import { clear, h, num, toast, yuan } from "./dom.js";
 
@@ -13,12 +16,20 @@ const VERDICTS = {
 
 export class Submission {
   constructor({ form, diagnosis, differentials, add, reasoning, submit, confirm, confirmBtn,
-    cancelBtn, toastSlot, score, send, afterScored = () => {}, onAgain = () => {}, onLeave = () => {} }) {
+    cancelBtn, toastSlot, score = null, send, afterScored = () => {}, onAgain = () => {}, onLeave = () => {},
+    mode = "practice", note = null, confirmText = null, onChange = () => {} }) {
     Object.assign(this, { form, diagnosis, diffBox: differentials, add, reasoning, submitBtn: submit,
       confirmBox: confirm, confirmBtn, cancelBtn, toastSlot, scoreEl: score, send, afterScored,
-      onAgain, onLeave });
+      onAgain, onLeave, mode, note, confirmText, onChange });
     this.pendingId = null;
     this.done = false;
+    // Round mode only: whether a submission is on record, how many are left, and why the
+    // form is locked (countdown, pause, time up), "" when it is not.
+    this.submitted = false;
+    this.left = 1;
+    this.locked = "";
+    this.ackMessage = "";
+    form.addEventListener("input", () => this.onChange(this.values));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       this.review();
@@ -35,7 +46,7 @@ export class Submission {
     this.form.reset();
     this.diffBox.replaceChildren();
     for (let i = 0; i < START_DIFFERENTIALS; i += 1) this._addDifferential(false);
-    this.scoreEl.replaceChildren();
+    this.scoreEl?.replaceChildren();
     this.diagnosis.removeAttribute("aria-invalid");
     clear(this.toastSlot);
     this._confirming(false);
@@ -51,9 +62,59 @@ export class Submission {
     };
   }
 
+  /** Fill the form (a saved draft, or the submission on record after a rejoin). */
+  fill({ diagnosis = "", differentials = [], reasoning = "" } = {}) {
+    this.diagnosis.value = diagnosis;
+    this.reasoning.value = reasoning;
+    const wanted = Math.min(MAX_DIFFERENTIALS, differentials.length);
+    while (this.diffBox.children.length < wanted) this._addDifferential(false);
+    [...this.diffBox.querySelectorAll("input")].forEach((input, i) => {
+      input.value = differentials[i] ?? "";
+    });
+  }
+
+  /**
+   * Round mode: the attempt as the server has it (`play_state`). `values` fills the
+   * form; without them the text already typed stays (a reconnect must not lose it).
+   */
+  load({ submitted = false, submissions_left = 0 } = {}, values = null) {
+    const keep = values ?? this.values;
+    this.reset();
+    this.fill(keep);
+    this.submitted = Boolean(submitted);
+    this.left = Math.max(0, Number(submissions_left) || 0);
+    this.done = this.left <= 0;
+    this.ackMessage = "";
+    this._refreshRound();
+  }
+
+  /** Round mode: the submission is durable; the score comes with the results. */
+  onAck(msg) {
+    this.pendingId = null;
+    this.submitted = true;
+    this.left = Math.max(0, Number(msg.submissions_left) || 0);
+    this.done = this.left <= 0;
+    this.ackMessage = msg.message || "";
+    this._confirming(false);
+    this._refreshRound();
+    this.note?.scrollIntoView?.({ block: "nearest" });
+  }
+
+  /** Round mode: no submitting now (countdown, pause, time up, round over). */
+  lock(reason) {
+    this.locked = reason || "暂时不能提交";
+    if (!this.confirmBox.hidden) this._confirming(false);
+    this._refreshRound();
+  }
+
+  unlock() {
+    this.locked = "";
+    this._refreshRound();
+  }
+
   /** Step one: check the form and ask for confirmation. */
   review() {
-    if (this.done || this.pendingId) return;
+    if (this.done || this.pendingId || this.locked) return;
     if (!this.values.diagnosis) {
       this.diagnosis.setAttribute("aria-invalid", "true");
       toast(this.toastSlot, "请填写主要诊断。", { code: "required" });
@@ -66,7 +127,7 @@ export class Submission {
 
   /** Step two: send it. */
   confirm() {
-    if (this.done || this.pendingId) return;
+    if (this.done || this.pendingId || this.locked) return;
     try {
       this.pendingId = this.send("submit", this.values);
     } catch (err) {
@@ -95,6 +156,17 @@ export class Submission {
     this.pendingId = null;
     this._confirming(false);
     toast(this.toastSlot, msg.message, { code: msg.code });
+    if (this.mode === "round") {
+      // The round's clock decides when the form opens again (see lock/unlock).
+      if (msg.code === "already_submitted") {
+        this.left = 0;
+        this.done = true;
+      } else if (msg.code === "round_not_running" || msg.code === "deadline_passed") {
+        this.locked = msg.message;
+      }
+      this._refreshRound();
+      return true;
+    }
     if (["already_submitted", "round_not_running", "deadline_passed"].includes(msg.code)) {
       this.done = true;
       this.submitBtn.textContent = "不能再提交";
@@ -106,11 +178,34 @@ export class Submission {
   }
 
   _confirming(on) {
+    if (on && this.mode === "round" && this.confirmText) {
+      this.confirmText.replaceChildren(...(this.left > 1
+        ? [h("strong", {}, `提交后还可修改 ${this.left - 1} 次。`), "以最后一次提交为准，确认提交吗？"]
+        : [h("strong", {}, "提交后不能修改。"), "确认提交这个诊断吗？"]));
+    }
     this.confirmBox.hidden = !on;
     this.submitBtn.hidden = on;
     this.confirmBtn.disabled = false;
     this.confirmBtn.textContent = "确认提交";
     if (on) this.confirmBtn.focus();
+  }
+
+  _refreshRound() {
+    const can = !this.locked && this.left > 0 && !this.pendingId;
+    this._setEnabled(can);
+    this.submitBtn.textContent = this.pendingId ? "提交中…"
+      : !this.submitted ? "提交"
+        : this.left > 0 ? `修改后重新提交（还可提交 ${this.left} 次）` : "已提交";
+    this.form.dataset.state = this.pendingId ? "pending" : this.submitted ? "submitted" : "open";
+    if (!this.note) return;
+    this.note.hidden = !this.submitted;
+    const first = (this.ackMessage || "已提交，等待公布成绩。").replace(/[。.]$/, "");
+    this.note.replaceChildren(
+      h("strong", {}, `✓ ${first}`),
+      h("small", { class: "muted" }, this.left > 0 && !this.locked
+        ? `还可修改后重新提交 ${this.left} 次，以最后一次提交为准。`
+        : "成绩公布后在此页面查看。"),
+    );
   }
 
   _setEnabled(on) {
@@ -131,29 +226,37 @@ export class Submission {
   }
 
   _card(msg) {
-    const card = msg.card;
-    const verdict = VERDICTS[card.verdict] ?? { text: card.verdict, en: "" };
-    const sections = (card.sections ?? []).map((s) => section(s));
-    return h("article", {
-      class: `score-card verdict-${card.verdict}`, dataset: { testid: "score-card" },
-      "aria-label": "评分结果",
-    },
-    h("header", { class: "score-head" },
-      h("div", { class: "score-total" },
-        h("b", { dataset: { testid: "score-total" } }, num(card.total)),
-        h("span", { class: "score-max" }, ` / ${num(card.max_total)}`)),
-      h("div", { class: "score-side" },
-        h("span", { class: "verdict", dataset: { testid: "verdict" } }, verdict.text,
-          h("small", { lang: "en" }, verdict.en)),
-        h("span", { class: "muted" }, `检查费用 ${yuan(card.cost_yuan)}`),
-        msg.of > 1 ? h("span", { class: "muted" }, `本病例练习排名 ${msg.rank} / ${msg.of}`) : null)),
-    sections,
-    h("div", { class: "score-actions" },
-      h("button", { type: "button", class: "btn btn-primary", dataset: { testid: "again-button" },
-        onclick: () => this.onAgain() }, "再练一次"),
-      h("button", { type: "button", class: "btn", dataset: { testid: "leave-button" },
-        onclick: () => this.onLeave() }, "换一个病例")));
+    return scoreCard(msg.card, {
+      side: msg.of > 1 ? h("span", { class: "muted" }, `本病例练习排名 ${msg.rank} / ${msg.of}`) : null,
+      actions: h("div", { class: "score-actions" },
+        h("button", { type: "button", class: "btn btn-primary", dataset: { testid: "again-button" },
+          onclick: () => this.onAgain() }, "再练一次"),
+        h("button", { type: "button", class: "btn", dataset: { testid: "leave-button" },
+          onclick: () => this.onLeave() }, "换一个病例")),
+    });
   }
+}
+
+/** The score card (arena.scoring.ScoreCard) explained line by line; `side` and `actions`
+ * are extra nodes for the header and the foot (practice: rank and "再练一次"). */
+export function scoreCard(card, { side = null, actions = null } = {}) {
+  const verdict = VERDICTS[card.verdict] ?? { text: card.verdict, en: "" };
+  const sections = (card.sections ?? []).map((s) => section(s));
+  return h("article", {
+    class: `score-card verdict-${card.verdict}`, dataset: { testid: "score-card" },
+    "aria-label": "评分结果",
+  },
+  h("header", { class: "score-head" },
+    h("div", { class: "score-total" },
+      h("b", { dataset: { testid: "score-total" } }, num(card.total)),
+      h("span", { class: "score-max" }, ` / ${num(card.max_total)}`)),
+    h("div", { class: "score-side" },
+      h("span", { class: "verdict", dataset: { testid: "verdict" } }, verdict.text,
+        h("small", { lang: "en" }, verdict.en)),
+      h("span", { class: "muted" }, `检查费用 ${yuan(card.cost_yuan)}`),
+      side)),
+  sections,
+  actions);
 }
 
 function section(s) {

@@ -1,0 +1,267 @@
+"""The HTTP API: login and join, competitions, rosters, round control, audit and export.
+
+Each route names the roles it serves (`access.require`); bodies are decoded into
+msgspec structs at the edge; domain errors become JSON errors in `server/errors.py`.
+Organizer actions return only after they are in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from arena.errors import BadRequest
+from arena.roster import make_join_code, parse_roster
+from arena.rounds import ROUND_EVENT_KINDS, RoundRules
+from server.access import require
+from server.auth import Claims, ttl_for
+from server.resources import Resources
+from server.rounds import ACTIONS
+
+MAX_BODY = 2 * 1024 * 1024  # a 5,000-line roster fits
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class Join(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class NewCompetition(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(max_length=100)]
+
+
+class NewRound(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(max_length=80)]
+    rules: RoundRules
+
+
+class RoundAction(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    seconds: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 0
+    contestant_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(data), status, media_type="application/json")
+
+
+async def _body(request: Request, typ: type[Any]) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest("请求内容过大。", "Request body too large.")
+    try:
+        return msgspec.json.decode(raw, type=typ)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"请求格式错误：{exc}", f"Invalid request: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest("请求不是合法的 JSON。", "Malformed JSON.") from exc
+
+
+def _res(request: Request) -> Resources:
+    res: Resources = request.app.state.resources
+    return res
+
+
+def _issue(res: Resources, claims: Claims) -> dict[str, Any]:
+    return {"token": res.signer.issue(claims), "role": claims.role, "name": claims.name,
+            "competition_id": claims.competition_id, "round_id": claims.round_id,
+            "exp": claims.exp}
+
+
+async def login(request: Request) -> Response:
+    res = _res(request)
+    body: Login = await _body(request, Login)
+    role, display = await res.accounts.login(body.username.strip(), body.password)
+    claims = Claims(role=role, sub=body.username.strip(), name=display or body.username.strip(),
+                    exp=res.clock() + ttl_for(role))
+    return _json(_issue(res, claims))
+
+
+async def join(request: Request) -> Response:
+    res = _res(request)
+    body: Join = await _body(request, Join)
+    person = await res.roster.redeem(body.code)
+    rnd = await res.players.current_round(person.competition_id)
+    claims = Claims(role="contestant", sub=person.id, name=person.name,
+                    competition_id=person.competition_id, round_id=rnd.round_id,
+                    exp=res.clock() + ttl_for("contestant"))
+    return _json(_issue(res, claims))
+
+
+async def me(request: Request) -> Response:
+    claims = require(request, "organizer", "judge", "contestant", "spectator")
+    return _json(claims)
+
+
+async def competitions(request: Request) -> Response:
+    res = _res(request)
+    if request.method == "POST":
+        claims = require(request, "organizer")
+        body: NewCompetition = await _body(request, NewCompetition)
+        cid = uuid.uuid4().hex[:12]
+        await res.roster.create_competition(body.title.strip(), claims.sub, cid)
+        return _json({"id": cid}, 201)
+    require(request, "organizer", "judge")
+    rows = await res.audit.pool.fetch(
+        "SELECT id, competition_id, title FROM rounds ORDER BY created_at, id"
+    )
+    out = []
+    for comp in await res.roster.competitions():
+        rounds = []
+        for r in rows:
+            if r["competition_id"] == comp.id:
+                rnd = await res.rounds.get(r["id"])
+                rounds.append({"id": rnd.round_id, "title": rnd.title,
+                               "case_id": rnd.rules.case_id, "status": rnd.status})
+        out.append({"id": comp.id, "title": comp.title, "rounds": rounds})
+    return _json(out)
+
+
+async def create_round(request: Request) -> Response:
+    res = _res(request)
+    claims = require(request, "organizer")
+    body: NewRound = await _body(request, NewRound)
+    rnd = await res.rounds.create(
+        request.path_params["cid"], body.title, body.rules, actor=f"organizer:{claims.sub}"
+    )
+    return _json({"id": rnd.round_id}, 201)
+
+
+def _link(request: Request, code: str) -> str:
+    return f"{request.base_url}play.html#code={code}"
+
+
+async def roster(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer")
+    cid = request.path_params["cid"]
+    if request.method == "POST":
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise BadRequest("名单文件过大。", "Roster too large.")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise BadRequest("名单文件须为 UTF-8 编码的 CSV。", "Roster must be UTF-8.") from exc
+        rows, problems = parse_roster(text)
+        if problems:
+            return _json({"code": "roster_invalid", "message": "名单有错误，未导入任何人。",
+                          "message_en": "The roster has problems; nothing was imported.",
+                          "problems": problems}, 400)
+        codes = iter(lambda: make_join_code(os.urandom), None)
+        added = await res.roster.import_rows(cid, rows, codes)
+        return _json({"added": len(added)}, 201)
+    people = await res.roster.contestants(cid)
+    return _json([{**msgspec.to_builtins(p), "link": _link(request, p.join_code)}
+                  for p in people])
+
+
+async def roster_csv(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["姓名", "学校", "队伍", "邮箱", "参赛码", "链接"])
+    for p in await res.roster.contestants(request.path_params["cid"]):
+        writer.writerow([p.name, p.school, p.team, p.email, p.join_code,
+                         _link(request, p.join_code)])
+    return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"content-disposition": 'attachment; filename="roster.csv"'})
+
+
+async def reissue(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer")
+    code = await res.roster.reissue(request.path_params["pid"], make_join_code(os.urandom))
+    return _json({"join_code": code})
+
+
+async def round_info(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer", "judge")
+    rnd = await res.rounds.get(request.path_params["rid"])
+    return _json({"id": rnd.round_id, "title": rnd.title, "competition_id": rnd.event_id,
+                  "rules": rnd.rules, "clock": rnd.snapshot(res.clock())})
+
+
+async def round_action(request: Request) -> Response:
+    res = _res(request)
+    claims = require(request, "organizer")
+    action = request.path_params["action"]
+    if action not in ACTIONS:
+        raise BadRequest(f"未知操作：{action}", f"Unknown action {action!r}.")
+    body: RoundAction = await _body(request, RoundAction)
+    rnd = await res.rounds.command(
+        request.path_params["rid"], action, actor=f"organizer:{claims.sub}",
+        request_id=body.request_id, reason=body.reason.strip(), seconds=body.seconds,
+        contestant_id=body.contestant_id or None,
+    )
+    return _json({"clock": rnd.snapshot(res.clock())})
+
+
+async def spectator_link(request: Request) -> Response:
+    res = _res(request)
+    claims = require(request, "organizer")
+    rnd = await res.rounds.get(request.path_params["rid"])
+    link = Claims(role="spectator", sub=f"screen-{uuid.uuid4().hex[:8]}", name="观众大屏",
+                  competition_id=rnd.event_id, round_id=rnd.round_id,
+                  exp=res.clock() + ttl_for("spectator"))
+    token = res.signer.issue(link)
+    await res.audit.append(round_id=rnd.round_id, attempt_id=None,
+                           actor=f"organizer:{claims.sub}", kind="spectator_link",
+                           payload={"sub": link.sub, "exp": link.exp})
+    return _json({"token": token, "url": f"{request.base_url}screen.html?k={token}"}, 201)
+
+
+_STAFF_KINDS = ROUND_EVENT_KINDS | {"adjudicated", "overridden", "spectator_link"}
+
+
+async def audit(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer")
+    events = await res.audit.round_events(request.path_params["rid"], _STAFF_KINDS)
+    return _json([{"at": e.at, "actor": e.actor, "kind": e.kind, "attempt_id": e.attempt_id,
+                   "reason": e.payload.get("reason", ""), "payload": e.payload}
+                  for e in events])
+
+
+async def export(request: Request) -> Response:
+    res = _res(request)
+    require(request, "organizer")
+    rid = request.path_params["rid"]
+    events = await res.audit.events(round_id=rid)
+    return Response(
+        msgspec.json.encode({"round_id": rid, "events": events}),
+        media_type="application/json",
+        headers={"content-disposition": f'attachment; filename="round-{rid}.json"'},
+    )
+
+
+ROUTES = [
+    Route("/api/login", login, methods=["POST"]),
+    Route("/api/join", join, methods=["POST"]),
+    Route("/api/me", me),
+    Route("/api/competitions", competitions, methods=["GET", "POST"]),
+    Route("/api/competitions/{cid}/rounds", create_round, methods=["POST"]),
+    Route("/api/competitions/{cid}/roster", roster, methods=["GET", "POST"]),
+    Route("/api/competitions/{cid}/roster.csv", roster_csv),
+    Route("/api/contestants/{pid}/reissue", reissue, methods=["POST"]),
+    Route("/api/rounds/{rid}", round_info),
+    Route("/api/rounds/{rid}/spectator", spectator_link, methods=["POST"]),
+    Route("/api/rounds/{rid}/audit", audit),
+    Route("/api/rounds/{rid}/export", export),
+    Route("/api/rounds/{rid}/{action}", round_action, methods=["POST"]),
+]

@@ -1,0 +1,451 @@
+"""Who is asking: staff passwords, signed tokens, rosters and join codes.
+
+Organizers and judges sign in with a username and password (scrypt hashes in
+`accounts`). Contestants redeem a join code bound to them on the roster, once;
+a second device needs a new code from the organizer. Spectators get a link.
+Every one of them then carries a signed token (`Signer`) whose key lives in
+the `secrets` table, so every server process accepts every other's tokens.
+
+scrypt costs ~50 ms of CPU on purpose; the async methods run it in a thread so
+the event loop keeps streaming to everyone else meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from arena.errors import (
+    BadRequest,
+    JoinCodeInvalid,
+    JoinCodeUsed,
+    NotFound,
+    TokenExpired,
+    Unauthorized,
+)
+from arena.roster import RosterRow, normalize_join_code
+
+Role = Literal["organizer", "judge", "contestant", "spectator"]
+StaffRole = Literal["organizer", "judge"]
+
+STAFF_TTL_S = 12 * 3600.0  # a long competition day
+CONTESTANT_TTL_S = 24 * 3600.0  # a code is redeemed once, so the token must outlast the event
+SPECTATOR_TTL_S = 7 * 24 * 3600.0  # a big-screen link set up days ahead
+
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 128  # scrypt's cost is flat, but nobody needs a megabyte of password
+MAX_TOKEN_CHARS = 4096
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1  # 16 MiB, ~50 ms: OWASP's scrypt minimum
+_SCRYPT_SALT_BYTES, _SCRYPT_KEY_BYTES = 16, 32
+_SCRYPT_MAX_MEMORY = 64 << 20  # what a stored hash may ask for: 4x today's cost
+_USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{2,32}$")
+_TOKEN_KEY = "token_key"
+
+
+# --- passwords -----------------------------------------------------------------------------
+
+
+def _check_length(pw: str) -> None:
+    if not MIN_PASSWORD_CHARS <= len(pw) <= MAX_PASSWORD_CHARS:
+        raise BadRequest(
+            f"密码长度须为 {MIN_PASSWORD_CHARS} 到 {MAX_PASSWORD_CHARS} 个字符。",
+            f"A password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters.",
+        )
+
+
+def _scrypt(pw: str, salt: bytes, n: int, r: int, p: int, dklen: int = _SCRYPT_KEY_BYTES
+            ) -> bytes:
+    return hashlib.scrypt(
+        pw.encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAX_MEMORY + (1 << 20), dklen=dklen
+    )
+
+
+def hash_password(pw: str) -> str:
+    """Encode as "scrypt$N$r$p$<salt b64>$<hash b64>"; BadRequest unless 8..128 characters."""
+    _check_length(pw)
+    salt = os.urandom(_SCRYPT_SALT_BYTES)
+    key = _scrypt(pw, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+    return "$".join([
+        "scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P),
+        base64.b64encode(salt).decode(), base64.b64encode(key).decode(),
+    ])
+
+
+def verify_password(pw: str, encoded: str) -> bool:
+    """True when `pw` matches; False for a wrong password or a malformed hash.
+
+    The parameters are read from the hash, so raising the cost later keeps
+    old hashes valid; they are bounded so a corrupt row cannot ask for gigabytes.
+    """
+    if not MIN_PASSWORD_CHARS <= len(pw) <= MAX_PASSWORD_CHARS:
+        return False  # no stored hash was made from such a password
+    try:
+        scheme, n_s, r_s, p_s, salt_b64, key_b64 = encoded.split("$")
+        n, r, p = int(n_s), int(r_s), int(p_s)
+        salt = base64.b64decode(salt_b64, validate=True)
+        key = base64.b64decode(key_b64, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    if scheme != "scrypt" or not 16 <= len(key) <= 64 or not (n >= 2 and r >= 1 and 1 <= p <= 16):
+        return False
+    if 128 * n * r > _SCRYPT_MAX_MEMORY:
+        return False
+    try:
+        return hmac.compare_digest(_scrypt(pw, salt, n, r, p, len(key)), key)
+    except ValueError:  # n not a power of two, and the like
+        return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Checked against when the username is unknown, so that answer costs a hash too.
+    return hash_password(os.urandom(16).hex())
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True):
+    role: Role
+    sub: str  # username, contestant id, or spectator link id
+    name: str = ""  # shown in the UI; never trusted for authorization
+    competition_id: str = ""
+    round_id: str = ""
+    exp: float  # server time, seconds since the epoch
+
+
+def ttl_for(role: Role) -> float:
+    """How long a token for this role lives."""
+    if role == "contestant":
+        return CONTESTANT_TTL_S
+    if role == "spectator":
+        return SPECTATOR_TTL_S
+    return STAFF_TTL_S
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Issues and verifies tokens: base64url(JSON claims) "." base64url(HMAC-SHA256).
+
+    Stateless, so any process holding the key can verify; a token cannot be
+    revoked before it expires, which is why lifetimes are a day at most for
+    anyone who can change anything.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("token key must be at least 16 bytes")
+        self._secret = secret
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Claims)
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
+
+    def issue(self, claims: Claims) -> str:
+        payload = _b64(self._encoder.encode(claims))
+        return f"{payload}.{self._sign(payload)}"
+
+    def verify(self, token: str, now: float) -> Claims:
+        """The claims of a genuine token; Unauthorized if forged or malformed, TokenExpired if old.
+
+        The signature is checked before anything in the payload is decoded.
+        """
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii() or token.count(".") != 1:
+            raise _invalid_token()
+        payload, signature = token.split(".")
+        if not hmac.compare_digest(self._sign(payload), signature):
+            raise _invalid_token()
+        try:
+            claims = self._decoder.decode(_unb64(payload))
+        except (ValueError, binascii.Error, msgspec.DecodeError):
+            raise _invalid_token() from None
+        if claims.exp <= now:
+            raise TokenExpired(
+                "登录已过期，请重新登录。", "Your session has expired; please sign in again."
+            )
+        return claims
+
+
+def _invalid_token() -> Unauthorized:
+    return Unauthorized("登录凭证无效，请重新登录。", "Invalid credentials; please sign in again.")
+
+
+async def load_secret(pool: asyncpg.Pool) -> bytes:
+    """The token key shared by every process, created on first use.
+
+    Several processes may start at once: each tries to insert its own random
+    key, the first insert wins, and all of them read back the winner.
+    """
+    query = "SELECT value FROM secrets WHERE name = $1"
+    value = await pool.fetchval(query, _TOKEN_KEY)
+    if value is None:
+        await pool.execute(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            _TOKEN_KEY, os.urandom(32),
+        )
+        value = await pool.fetchval(query, _TOKEN_KEY)
+    return bytes(value)
+
+
+# --- staff accounts ------------------------------------------------------------------------
+
+
+class Accounts:
+    """Organizer and judge accounts in the `accounts` table."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def add(
+        self, username: str, role: StaffRole, password: str, display_name: str = ""
+    ) -> None:
+        """Create an account; BadRequest for a bad username, role or password, or a taken name."""
+        if not _USERNAME.match(username):
+            raise BadRequest(
+                "用户名须为 2 到 32 个英文字母、数字或 _ . - 符号。",
+                "A username must be 2 to 32 letters, digits or _ . - characters.",
+            )
+        if role not in ("organizer", "judge"):
+            raise BadRequest(f"未知的账号角色：{role}。", f"Unknown account role: {role}.")
+        display_name = " ".join(display_name.split())[:64]
+        encoded = await asyncio.to_thread(hash_password, password)
+        try:
+            await self.pool.execute(
+                "INSERT INTO accounts (username, role, display_name, password_hash)"
+                " VALUES ($1, $2, $3, $4)",
+                username, role, display_name, encoded,
+            )
+        except asyncpg.UniqueViolationError:
+            raise BadRequest(
+                f"用户名已存在：{username}。", f"Username already exists: {username}."
+            ) from None
+
+    async def set_password(self, username: str, password: str) -> None:
+        """Replace a password; NotFound for an unknown user."""
+        encoded = await asyncio.to_thread(hash_password, password)
+        status = await self.pool.execute(
+            "UPDATE accounts SET password_hash = $2 WHERE username = $1", username, encoded
+        )
+        if status == "UPDATE 0":
+            raise NotFound(f"用户不存在：{username}。", f"No such user: {username}.")
+
+    async def login(self, username: str, password: str) -> tuple[StaffRole, str]:
+        """(role, display name) when the password is right; Unauthorized otherwise.
+
+        An unknown user and a wrong password get the same answer after the same
+        work, so neither the message nor the timing tells which usernames exist.
+        """
+        row = None
+        if _USERNAME.match(username):
+            row = await self.pool.fetchrow(
+                "SELECT role, display_name, password_hash FROM accounts WHERE username = $1",
+                username,
+            )
+        stored = row["password_hash"] if row is not None else None
+        ok = await asyncio.to_thread(lambda: verify_password(password, stored or _dummy_hash()))
+        if row is None or not ok:
+            raise Unauthorized("用户名或密码错误。", "Wrong username or password.")
+        return row["role"], row["display_name"]
+
+    async def count(self, role: StaffRole) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM accounts WHERE role = $1", role))
+
+
+# --- competitions and rosters --------------------------------------------------------------
+
+
+class Competition(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    title: str
+    created_by: str
+    created_at: float  # seconds since the epoch
+
+
+class Contestant(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    competition_id: str
+    name: str
+    school: str
+    team: str
+    email: str
+    join_code: str
+    redeemed: bool
+
+
+_CONTESTANT_COLUMNS = (
+    "id, competition_id, name, school, team, email, join_code, redeemed_at IS NOT NULL AS redeemed"
+)
+_MAX_CODE_TRIES = 20  # a collision is ~1 in 10^7 per code; 20 rounds in a row means a bug
+
+
+def _next_code(codes: Iterator[str]) -> str:
+    code = next(codes, None)
+    if code is None:  # a caller's bug, not a user's: say so rather than StopIteration
+        raise ValueError("the join code source ran out")
+    return code
+
+
+def _contestant(row: asyncpg.Record) -> Contestant:
+    return Contestant(
+        id=row["id"], competition_id=row["competition_id"], name=row["name"],
+        school=row["school"], team=row["team"], email=row["email"],
+        join_code=row["join_code"], redeemed=row["redeemed"],
+    )
+
+
+class Roster:
+    """Competitions, their contestants and the join codes bound to them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create_competition(self, title: str, created_by: str, id: str) -> None:
+        """Create a competition; BadRequest for an empty or long title or a taken id."""
+        title = " ".join(title.split())
+        if not 1 <= len(title) <= 100:
+            raise BadRequest("赛事名称须为 1 到 100 个字。", "A title must be 1 to 100 characters.")
+        try:
+            await self.pool.execute(
+                "INSERT INTO competitions (id, title, created_by) VALUES ($1, $2, $3)",
+                id, title, created_by,
+            )
+        except asyncpg.UniqueViolationError:
+            raise BadRequest(
+                f"赛事编号已存在：{id}。", f"A competition with id {id} already exists."
+            ) from None
+
+    async def competitions(self) -> list[Competition]:
+        """Every competition, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT id, title, created_by, created_at FROM competitions ORDER BY created_at, id"
+        )
+        return [
+            Competition(id=r["id"], title=r["title"], created_by=r["created_by"],
+                        created_at=r["created_at"].timestamp())
+            for r in rows
+        ]
+
+    async def import_rows(
+        self, competition_id: str, rows: list[RosterRow], codes: Iterator[str]
+    ) -> list[Contestant]:
+        """Add every row with the next code from `codes`, all or none; return them in row order.
+
+        A code already taken (by anyone, in any competition) is skipped and that
+        row takes the next one. Codes are stored normalized. NotFound for an
+        unknown competition.
+        """
+        ids = [uuid.uuid4().hex[:16] for _ in rows]
+        assigned: dict[str, str] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT 1 FROM competitions WHERE id = $1", competition_id):
+                raise NotFound(
+                    f"赛事不存在：{competition_id}。", f"No such competition: {competition_id}."
+                )
+            pending = list(range(len(rows)))
+            for _ in range(_MAX_CODE_TRIES):
+                if not pending:
+                    break
+                batch = [(i, normalize_join_code(_next_code(codes))) for i in pending]
+                # One statement per round trip: 5,000 rows in one go; DO NOTHING
+                # drops only the rows whose code is taken, and they go again.
+                inserted = await conn.fetch(
+                    "INSERT INTO contestants (id, competition_id, name, school, team, email,"
+                    " join_code)"
+                    " SELECT i, $1, n, s, t, e, c FROM unnest($2::text[], $3::text[],"
+                    " $4::text[], $5::text[], $6::text[], $7::text[]) AS u(i, n, s, t, e, c)"
+                    " ON CONFLICT (join_code) DO NOTHING RETURNING id, join_code",
+                    competition_id,
+                    [ids[i] for i, _ in batch], [rows[i].name for i, _ in batch],
+                    [rows[i].school for i, _ in batch], [rows[i].team for i, _ in batch],
+                    [rows[i].email for i, _ in batch], [c for _, c in batch],
+                )
+                assigned.update((r["id"], r["join_code"]) for r in inserted)
+                pending = [i for i in pending if ids[i] not in assigned]
+            if pending:
+                raise RuntimeError("join codes keep colliding: is the code source random?")
+        return [
+            Contestant(id=ids[i], competition_id=competition_id, name=row.name,
+                       school=row.school, team=row.team, email=row.email,
+                       join_code=assigned[ids[i]], redeemed=False)
+            for i, row in enumerate(rows)
+        ]
+
+    async def contestants(self, competition_id: str) -> list[Contestant]:
+        """The roster of a competition, by name."""
+        rows = await self.pool.fetch(
+            f"SELECT {_CONTESTANT_COLUMNS} FROM contestants WHERE competition_id = $1"
+            " ORDER BY name, school, id",
+            competition_id,
+        )
+        return [_contestant(r) for r in rows]
+
+    async def get(self, contestant_id: str) -> Contestant:
+        row = await self.pool.fetchrow(
+            f"SELECT {_CONTESTANT_COLUMNS} FROM contestants WHERE id = $1", contestant_id
+        )
+        if row is None:
+            raise NotFound("选手不存在。", "No such contestant.", contestant_id=contestant_id)
+        return _contestant(row)
+
+    async def redeem(self, code: str) -> Contestant:
+        """Use a join code, once: the contestant it is bound to.
+
+        JoinCodeInvalid for a malformed or unknown code, JoinCodeUsed for one
+        already redeemed. One UPDATE both checks and marks, so of two phones
+        racing with the same code exactly one gets in.
+        """
+        code = normalize_join_code(code)
+        row = await self.pool.fetchrow(
+            "UPDATE contestants SET redeemed_at = now()"
+            " WHERE join_code = $1 AND redeemed_at IS NULL"
+            f" RETURNING {_CONTESTANT_COLUMNS}",
+            code,
+        )
+        if row is not None:
+            return _contestant(row)
+        if await self.pool.fetchval("SELECT 1 FROM contestants WHERE join_code = $1", code):
+            raise JoinCodeUsed(
+                "该参赛码已被使用。如需在另一台设备登录，请联系组织者重新发放参赛码。",
+                "This join code has already been used. To sign in on another device, "
+                "ask the organizer for a new code.",
+            )
+        raise JoinCodeInvalid(
+            "参赛码无效，请核对后重试。", "Invalid join code; please check it and try again."
+        )
+
+    async def reissue(self, contestant_id: str, code: str) -> str:
+        """Bind a new, unredeemed code to a contestant (the old one stops working); return it.
+
+        NotFound for an unknown contestant. A code already taken raises
+        asyncpg.UniqueViolationError (about 1 in 10^7 with random codes): call
+        again with a fresh one.
+        """
+        code = normalize_join_code(code)
+        status = await self.pool.execute(
+            "UPDATE contestants SET join_code = $2, redeemed_at = NULL WHERE id = $1",
+            contestant_id, code,
+        )
+        if status == "UPDATE 0":
+            raise NotFound("选手不存在。", "No such contestant.", contestant_id=contestant_id)
+        return code

@@ -1,0 +1,154 @@
+"""Leaderboards: coalesced, whole-state pushes, and the rebuild of live state.
+
+A change (a submission, a judge's override, progress) only `touch`es the round;
+within `interval` the board is computed once from Redis and published whole, with
+a version that only grows, in two views: `live` for judges and `public` (frozen in
+the freeze window) for contestants and spectators. However many changes arrive,
+each round gets at most 1/interval pushes per second per process, and a client
+that ignores lower versions can never be shown an older board.
+
+Redis holds nothing that PostgreSQL does not: when a round's live state is missing
+(never built here, or Redis lost it), `ensure_built` folds the round's events from
+the audit log back into progress rows before the board is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from arena import leaderboard
+from arena.rounds import Round
+from server import protocol
+from server.audit import AuditLog, Event
+from server.bus import Bus
+from server.library import Library
+from server.live import LiveState, Progress
+from server.rounds import RoundService
+
+log = logging.getLogger("arena.boards")
+
+
+def board_channel(round_id: str, view: str) -> str:
+    return f"board:{round_id}:{view}"
+
+
+class Boards:
+    def __init__(
+        self, audit: AuditLog, live: LiveState, bus: Bus, rounds: RoundService,
+        library: Library, clock: Callable[[], float], *, interval: float = 0.25,
+    ) -> None:
+        self.audit = audit
+        self.live = live
+        self.bus = bus
+        self.rounds = rounds
+        self.library = library
+        self.clock = clock
+        self.interval = interval
+        self._pending: set[str] = set()
+        self._frozen: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        rounds.on_tick.append(self._on_tick)
+
+    def touch(self, round_id: str) -> None:
+        """Something on this round's board changed; publish it soon, once."""
+        if round_id in self._pending:
+            return
+        self._pending.add(round_id)
+        asyncio.get_running_loop().call_later(self.interval, self._fire, round_id)
+
+    def _fire(self, round_id: str) -> None:
+        task = asyncio.create_task(self.publish(round_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_tick(self, rnd: Round, now: float) -> None:
+        # The public view changes when the freeze window opens, without any action.
+        frozen = rnd.frozen(now)
+        if self._frozen.setdefault(rnd.round_id, frozen) != frozen:
+            self._frozen[rnd.round_id] = frozen
+            self.touch(rnd.round_id)
+
+    async def publish(self, round_id: str) -> None:
+        self._pending.discard(round_id)
+        try:
+            await self.ensure_built(round_id)
+            rnd = await self.rounds.get(round_id)
+            now = self.clock()
+            entries = await self.live.entries(round_id)
+            version = await self.live.next_board_version(round_id, int(now * 1000))
+            live_board = leaderboard.live_view(entries)
+            freeze_at = rnd.freeze_at()
+            public = (
+                leaderboard.frozen_view(entries, freeze_at)
+                if rnd.frozen(now) and freeze_at is not None else live_board
+            )
+            for view, board in (("live", live_board), ("public", public)):
+                ch = board_channel(round_id, view)
+                msg = protocol.BoardUpdate(
+                    ch=ch, round_id=round_id, version=version, view=view,  # type: ignore[arg-type]
+                    board=board, joined=len(entries), at=round(now * 1000, 1),
+                )
+                await self.bus.publish_latest(ch, protocol.encode(msg))
+        except Exception:
+            log.exception("publishing the board of %s failed", round_id)
+
+    async def latest(self, round_id: str, view: str) -> bytes | None:
+        """The last board published in this view, computing one if there is none."""
+        ch = board_channel(round_id, view)
+        body = await self.bus.latest(ch)
+        if body is None:
+            await self.publish(round_id)
+            body = await self.bus.latest(ch)
+        return body
+
+    async def ensure_built(self, round_id: str) -> None:
+        if await self.live.is_built(round_id):
+            return
+        if await self.live.claim_rebuild(round_id):
+            await self.rebuild(round_id)
+
+    async def rebuild(self, round_id: str) -> dict[str, Progress]:
+        """Fold the round's events from PostgreSQL into progress rows and store them."""
+        rnd = await self.rounds.get(round_id)
+        events = await self.audit.events(round_id=round_id)
+        progress = fold_progress(events, self.library, rnd)
+        await self.live.replace_progress(round_id, progress)
+        log.info("rebuilt live state of round %s: %d attempts", round_id, len(progress))
+        return progress
+
+
+def fold_progress(events: list[Event], library: Library, rnd: Round) -> dict[str, Progress]:
+    """Progress rows as the live state would hold them after these events."""
+    case = library.get(rnd.rules.case_id)
+    rows: dict[str, Progress] = {}
+    ordered: dict[str, set[str]] = {}
+    for e in events:
+        if e.attempt_id is None:
+            continue
+        p = rows.setdefault(e.attempt_id, Progress())
+        p.last_action = max(p.last_action, e.at)
+        if e.kind == "attempt_started":
+            p.name = str(e.payload.get("name", ""))
+            p.team = str(e.payload.get("team", ""))
+            p.school = str(e.payload.get("school", ""))
+            p.last_action = 0.0
+        elif e.kind == "asked":
+            p.questions += 1
+        elif e.kind == "ordered":
+            seen = ordered.setdefault(e.attempt_id, set())
+            item_id = str(e.payload.get("item_id"))
+            item = case.orderable(item_id)
+            if item_id not in seen and item is not None:
+                seen.add(item_id)
+                p.orders += 1
+                p.cost_yuan += item.cost_yuan
+        elif e.kind == "submitted":
+            p.submitted = True
+            p.submitted_at = float(e.payload.get("at") or e.at)
+            elapsed = e.payload.get("elapsed_s")
+            p.elapsed_s = float(elapsed) if elapsed is not None else None
+        elif e.kind == "scored":
+            p.score = float(e.payload["total"])
+    return rows

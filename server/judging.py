@@ -1,0 +1,82 @@
+"""Judges' rulings: adjudicating a free-text diagnosis and overriding a score line.
+
+A ruling runs in a transaction holding the attempt's lock: it reads the current
+card (the last `scored` event), applies the pure change from `arena.scoring`,
+and appends the ruling (with the old and the new value, the judge and the reason)
+and the new card together, so the log always explains every card. Only then does
+the board move and the transcript channel carry the change to judges and to the
+contestant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from arena.errors import BadRequest, DuplicateRequest, NotFound
+from arena.scoring import ScoreCard, adjudicate, override
+from server import protocol
+from server.player import entry, publish_entry
+from server.resources import Resources
+
+
+def round_of(attempt_id: str) -> str:
+    round_id, dot, _ = attempt_id.partition(".")
+    if not dot:
+        raise NotFound("没有这位选手的作答记录。", f"No attempt {attempt_id!r}.")
+    return round_id
+
+
+async def rule(res: Resources, judge: str, msg: protocol.Adjudicate | protocol.Override) -> None:
+    """Apply a judge's ruling durably, then update the board and the transcript."""
+    reason = msg.reason.strip()
+    if not reason:
+        raise BadRequest("请填写理由。", "A reason is required.")
+    round_id = round_of(msg.attempt_id)
+    rnd = await res.rounds.get(round_id)
+    actor = f"judge:{judge}"
+    async with res.audit.locked(msg.attempt_id) as conn:
+        events = await conn.fetch(
+            "SELECT payload FROM events WHERE attempt_id = $1 AND kind = 'scored'"
+            " ORDER BY id DESC LIMIT 1", msg.attempt_id,
+        )
+        if not events:
+            raise BadRequest("该选手尚未提交诊断，无法评分。", "Nothing submitted yet.")
+        card = msgspec.convert(events[0]["payload"], ScoreCard)
+        note = f"评委 {judge}：{reason}"
+        if isinstance(msg, protocol.Adjudicate):
+            new = adjudicate(card, msg.verdict, rnd.rules.weights, note)
+            kind = "adjudicated"
+            payload: dict[str, Any] = {
+                "verdict": msg.verdict, "old_verdict": card.verdict, "reason": reason,
+                "old_points": card.sections[0].points, "new_points": new.sections[0].points,
+                "old_total": card.total, "new_total": new.total,
+            }
+        else:
+            new = override(card, msg.section, msg.line, msg.points, note)
+            old_line = next(s for s in card.sections if s.key == msg.section).lines[msg.line]
+            kind = "overridden"
+            payload = {
+                "section": msg.section, "line": msg.line, "label": old_line.label,
+                "old_points": old_line.points, "new_points": round(msg.points, 2),
+                "reason": reason, "old_total": card.total, "new_total": new.total,
+            }
+        applied = await res.audit.append(
+            round_id=round_id, attempt_id=msg.attempt_id, actor=actor, kind=kind,
+            payload=payload, request_id=msg.id, conn=conn,
+        )
+        if applied is None:
+            raise DuplicateRequest("这项裁定已经记录。", "This ruling was already recorded.")
+        await res.audit.append(
+            round_id=round_id, attempt_id=msg.attempt_id, actor=actor, kind="scored",
+            payload=new, conn=conn,
+        )
+    now = res.clock()
+    progress = (await res.live.progress(round_id)).get(msg.attempt_id)
+    if progress is not None:
+        progress.score = new.total
+        await res.live.set_progress(round_id, msg.attempt_id, progress)
+    res.boards.touch(round_id)
+    await publish_entry(res, msg.attempt_id, entry(kind, actor, payload, now))
+    await publish_entry(res, msg.attempt_id, entry("scored", actor, new, now), card=new)

@@ -1,0 +1,416 @@
+"""A contestant in a timed round: the practice flow, bound to the round's clock and rules,
+surviving refreshes, lost networks and a dead server process.
+
+The attempt is rebuilt from the audit log whenever a contestant (re)connects to a
+process that does not already hold it, so a rejoin anywhere shows exactly what was
+durable: transcript, orders, submission, time left. An answer still streaming in
+this process when the contestant drops keeps streaming for `REJOIN_GRACE_S`; a
+contestant back in time sees the text so far and the rest live. If the process
+that was answering died, the turn is recorded as interrupted and can be asked again.
+
+Everything a contestant does is also published on the attempt's channel, so judges
+see transcripts live and another process holding the same attempt stays in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from arena import leaderboard
+from arena.attempt import Answered, Attempt
+from arena.errors import DuplicateRequest, NotFound, RoundNotRunning
+from arena.rounds import Round
+from arena.scoring import score
+from server import protocol
+from server.auth import Claims
+from server.boards import board_channel
+from server.library import describe_patient
+from server.live import Progress
+from server.practice import Practice, menu
+from server.resources import Resources
+from server.rounds import round_channel
+
+if TYPE_CHECKING:
+    from server.hub import Connection
+
+log = logging.getLogger("arena.player")
+
+REJOIN_GRACE_S = 15.0  # an answer keeps streaming this long after the contestant drops
+ANSWERING_TTL_S = 30  # how long "this attempt is being answered" outlives a silent process
+
+
+def attempt_channel(attempt_id: str) -> str:
+    return f"attempt:{attempt_id}"
+
+
+def attempt_id_for(round_id: str, contestant_id: str) -> str:
+    return f"{round_id}.{contestant_id}"
+
+
+def entry(kind: str, actor: str, payload: Any, at: float) -> protocol.TranscriptEntry:
+    return protocol.TranscriptEntry(
+        at=round(at * 1000, 1), kind=kind, actor=actor, payload=msgspec.to_builtins(payload),
+    )
+
+
+async def publish_entry(
+    res: Resources, attempt_id: str, e: protocol.TranscriptEntry, card: Any = None
+) -> None:
+    msg = protocol.TranscriptLive(
+        ch=attempt_channel(attempt_id), attempt_id=attempt_id, entry=e, card=card
+    )
+    await res.bus.publish(attempt_channel(attempt_id), protocol.encode(msg))
+
+
+class Player(Practice):
+    def __init__(self, res: Resources, claims: Claims, rnd: Round) -> None:
+        super().__init__(res, self._forward, name=claims.name)
+        self.claims = claims
+        self.contestant_id = claims.sub
+        self.round_id = rnd.round_id
+        self.attempt_id = attempt_id_for(rnd.round_id, claims.sub)
+        self.conn: Connection | None = None
+        self.team = ""
+        self.school = ""
+        self._play_sent = False
+        self._grace: asyncio.TimerHandle | None = None
+        self._stop: list[Any] = []
+        self._card: dict[str, Any] | None = None
+        self._submit_ids: set[str] = set()  # request ids of submissions already applied
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def actor(self) -> str:
+        return f"contestant:{self.contestant_id}"
+
+    def _forward(self, msg: protocol.ServerMsg) -> None:
+        if self.conn is not None:
+            self.conn.send(msg)
+
+    def _round(self) -> Round:
+        rnd = self.res.rounds.cached(self.round_id)
+        if rnd is None:
+            raise NotFound("场次不存在。", "Round not loaded.")
+        return rnd
+
+    def _now(self) -> float:
+        now = self.res.clock()
+        self._round().check_play(self.contestant_id, now)
+        return now
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def enter(self) -> None:
+        """Record that this contestant entered (once), then rebuild the attempt from the log."""
+        person = await self.res.roster.get(self.contestant_id)
+        self.team, self.school = person.team, person.school
+        rnd = self._round()
+        case = self.res.library.get(rnd.rules.case_id)
+        first = await self.res.audit.append(
+            round_id=self.round_id, attempt_id=self.attempt_id, actor=self.actor,
+            kind="attempt_started", request_id="enter",
+            payload={"contestant_id": self.contestant_id, "name": self.name, "team": self.team,
+                     "school": self.school, "engine": self.res.engine.name},
+        )
+        attempt = Attempt(
+            case, self.res.library.matchers[case.id], started_at=rnd.starts_at or 0.0,
+            max_submissions=rnd.rules.max_submissions,
+        )
+        cards: list[dict[str, Any]] = []
+        for e in await self.res.audit.events(attempt_id=self.attempt_id):
+            if e.kind == "scored":
+                cards.append(e.payload)
+            else:
+                if e.kind == "submitted" and e.request_id:
+                    self._submit_ids.add(e.request_id)
+                attempt.replay(e.kind, e.payload, e.at)
+        self.attempt = attempt
+        self._card = cards[-1] if cards else None
+        self._stop.append(self.res.bus.subscribe(attempt_channel(self.attempt_id), self._heard))
+        self._stop.append(self.res.rounds.listen(self.round_id, self._round_changed))
+        if attempt.pending_turn is not None and not await self.res.live.is_answering(
+            self.attempt_id
+        ):
+            # The process that was answering is gone: close the turn so it can be asked again.
+            await self._finish_turn(attempt.pending_turn, Answered(
+                turn=attempt.pending_turn, text="", status="failed", engine=self.res.engine.name,
+                error="interrupted",
+            ))
+        if first is not None or not await self.res.live.is_built(self.round_id):
+            await self._progress()
+
+    async def attach(self, conn: Connection, since: dict[str, int]) -> None:
+        """Show this contestant everything, on a new connection."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        old, self.conn = self.conn, conn
+        if old is not None and old is not conn:
+            old.send(protocol.Resync(
+                reason="replaced", message="你已在另一个页面登录，此页面已断开。"))
+            old.close_soon()
+        rnd = self._round()
+        ch = round_channel(self.round_id)
+        if ch in since:
+            await conn.replay(self.res.bus, ch, since[ch])
+        conn.send(await self._state())
+        self._play_sent = False
+        self._maybe_play(rnd)
+        if rnd.rules.board_visible:
+            public = board_channel(self.round_id, "public")
+            self._stop.append(conn.follow_latest(self.res.bus, public))
+            body = await self.res.boards.latest(self.round_id, "public")
+            if body is not None:
+                conn.send_body(body)
+        if rnd.status == "published":
+            await self._send_results()
+
+    def detach(self, conn: Connection) -> None:
+        """The connection closed; an answer in flight gets a grace period to be picked up."""
+        if self.conn is not conn:
+            return
+        self.conn = None
+        task = self._answer_task
+        if task is not None and not task.done():
+            self._grace = asyncio.get_running_loop().call_later(
+                REJOIN_GRACE_S, lambda: self._spawn(self.close())
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def idle(self) -> bool:
+        return self.conn is None and (self._answer_task is None or self._answer_task.done())
+
+    def stop(self) -> None:
+        for stop in self._stop:
+            stop()
+        self._stop.clear()
+
+    # ---- messages to the contestant ------------------------------------------------------
+
+    async def _state(self, change: str = "", reason: str = "") -> protocol.RoundState:
+        state = await self.res.rounds.state(
+            self.round_id, contestant_id=self.contestant_id, change=change, reason=reason
+        )
+        # A personal view: not part of the channel's sequence (the client tracks those).
+        state.cseq = 0
+        return state
+
+    def _maybe_play(self, rnd: Round) -> None:
+        if self._play_sent or rnd.status in ("draft", "lobby") or rnd.starts_at is None:
+            return
+        if rnd.status == "running" and rnd.phase(self.res.clock()) == "countdown":
+            return  # the case stays hidden until the countdown ends; the ticker retries
+        self._play_sent = True
+        self.send(self.play_state())
+
+    def play_state(self) -> protocol.PlayState:
+        a = self._require()
+        case, o = a.case, a.case.opening
+        transcript = []
+        for q in a.questions:
+            answer = a.answers.get(q.turn)
+            if answer is None:
+                transcript.append(protocol.TranscriptTurn(
+                    turn=q.turn, question=q.text, answer="".join(self._partial),
+                    status="pending"))
+            else:
+                transcript.append(protocol.TranscriptTurn(
+                    turn=q.turn, question=q.text, answer=answer.text, status=answer.status))
+        orders = []
+        for ordered in a.orders:
+            item = case.orderable(ordered.item_id)
+            if item is not None:
+                orders.append(protocol.OrderedItem(
+                    item_id=item.id, name=item.name, kind=ordered.kind, result=item.result,
+                    abnormal=item.abnormal, cost_yuan=item.cost_yuan))
+        sub = a.submission
+        return protocol.PlayState(
+            round_id=self.round_id, attempt_id=self.attempt_id, case_id=case.id,
+            title=case.title, patient=describe_patient(case),
+            chief_complaint=o.chief_complaint, statement=o.statement,
+            appearance=o.appearance, vitals=o.vitals, menu=menu(case), transcript=transcript,
+            orders=orders, submitted=sub is not None, submissions_left=a.submissions_left,
+            diagnosis=sub.diagnosis if sub else "",
+            differentials=list(sub.differentials) if sub else [],
+            reasoning=sub.reasoning if sub else "",
+        )
+
+    async def _round_changed(self, rnd: Round, cseq: int, body: bytes) -> None:
+        if self.conn is not None:
+            state = await self._state()
+            changed = protocol.decode_server(body)
+            if isinstance(changed, protocol.RoundState):
+                state.change, state.reason = changed.change, changed.reason
+            state.cseq = cseq  # it stands for the channel message it personalises
+            self.conn.send(state)
+            self._maybe_play(rnd)
+        if rnd.status in ("ended", "published"):
+            await self.close()  # the round is over: stop any answer (closes the upstream)
+        if rnd.status == "published":
+            await self._send_results()
+
+    def tick(self, rnd: Round) -> None:
+        self._maybe_play(rnd)
+
+    async def _send_results(self) -> None:
+        if self._card is None or self.conn is None:
+            return
+        rows = leaderboard.rank(await self.res.live.entries(self.round_id))
+        mine = next((r for r in rows if r.attempt_id == self.attempt_id), None)
+        self.send(protocol.Results(
+            round_id=self.round_id, card=msgspec.convert(self._card, protocol.ScoreCard),
+            rank=mine.rank if mine else None, of=len(rows),
+        ))
+
+    def _heard(self, channel: str, cseq: int, body: bytes) -> None:
+        """Entries on this attempt's channel: another process's answer, a judge's change."""
+        msg = protocol.decode_server(body)
+        if not isinstance(msg, protocol.TranscriptLive):
+            return
+        kind, payload = msg.entry.kind, msg.entry.payload
+        a = self.attempt
+        if kind == "answered" and a is not None and self._answer_task is None:
+            answer = msgspec.convert(payload, Answered)
+            if a.pending_turn == answer.turn:  # answered by the process we replaced
+                a.answered(answer.turn, answer)
+                self.send(protocol.AnswerDelta(turn=answer.turn, text=answer.text))
+                self.send(protocol.AnswerEnd(turn=answer.turn, status=answer.status))
+        elif kind == "scored" and msg.card is not None:
+            self._card = msgspec.to_builtins(msg.card)
+            if self._round().status == "published":
+                self._spawn(self._send_results())
+
+    # ---- actions -------------------------------------------------------------------------
+
+    async def _append(self, kind: str, payload: object, request_id: str | None) -> int | None:
+        event_id = await super()._append(kind, payload, request_id)
+        if event_id is not None:
+            await publish_entry(
+                self.res, self.attempt_id, entry(kind, self.actor, payload, self.res.clock())
+            )
+        return event_id
+
+    async def _answer(self, turn: int, question: str) -> None:
+        await self.res.live.mark_answering(self.attempt_id, ANSWERING_TTL_S)
+        try:
+            await super()._answer(turn, question)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.res.live.clear_answering(self.attempt_id)
+
+    async def _progress(self) -> None:
+        a = self._require()
+        rnd = self._round()
+        cost = sum(
+            item.cost_yuan for item in (a.case.orderable(i) for i in a.ordered_ids) if item
+        )
+        sub = a.submission
+        await self.res.live.set_progress(self.round_id, self.attempt_id, Progress(
+            name=self.name, team=self.team, school=self.school, questions=len(a.questions),
+            orders=len(a.orders), submitted=sub is not None,
+            score=float(self._card["total"]) if self._card else None,
+            last_action=self.res.clock(), submitted_at=sub.at if sub else None,
+            elapsed_s=rnd.elapsed(sub.at) if sub else None, cost_yuan=round(cost, 2),
+        ))
+        self.res.boards.touch(self.round_id)
+
+    async def submit(self, msg: protocol.Submit) -> None:
+        attempt = self._require()
+        if msg.id in self._submit_ids:  # a retry of a submission already applied
+            self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+            return
+        rnd = self._round()
+        now = self._now()
+        submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)
+        assert attempt.submission is not None
+        rules = rnd.rules
+        card = score(
+            attempt.case, attempt.questions, attempt.ordered_ids, attempt.submission,
+            rules.weights, time_points=rules.time_points if rules.time_counts else 0.0,
+            time_fraction_left=rnd.time_fraction_left(self.contestant_id, now),
+        )
+        payload = dict(msgspec.to_builtins(submitted), elapsed_s=rnd.elapsed(now))
+        base = {"round_id": self.round_id, "attempt_id": self.attempt_id, "actor": self.actor}
+        try:
+            async with self.res.audit.locked(self.attempt_id) as conn:
+                first = await self.res.audit.append(
+                    **base, kind="submitted", payload=payload, request_id=msg.id, conn=conn)
+                if first is None:
+                    raise DuplicateRequest("这次提交已经收到。", "Submission already received.")
+                await self.res.audit.append(**base, kind="scored", payload=card, conn=conn)
+        except DuplicateRequest:
+            attempt.retract(submitted)
+            self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+            return
+        except BaseException:
+            attempt.retract(submitted)
+            raise
+        self._card = msgspec.to_builtins(card)
+        self._submit_ids.add(msg.id)
+        self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+        await publish_entry(self.res, self.attempt_id, entry("submitted", self.actor, payload, now))
+        await publish_entry(
+            self.res, self.attempt_id, entry("scored", "system", card, now), card=card
+        )
+        await self._progress()
+
+
+class Players:
+    """The contestants this process serves, by attempt; a rejoin here reuses the live one."""
+
+    def __init__(self, res: Resources) -> None:
+        self.res = res
+        self._by_attempt: dict[str, Player] = {}
+        res.rounds.on_tick.append(self._tick)
+
+    async def current_round(self, competition_id: str) -> Round:
+        """The round a contestant of this competition plays now: the newest one that is
+        open (lobby onwards); if none has opened yet, the newest draft, to wait in."""
+        ids = await self.res.audit.pool.fetch(
+            "SELECT id FROM rounds WHERE competition_id = $1 ORDER BY created_at DESC, id",
+            competition_id,
+        )
+        if not ids:
+            raise RoundNotRunning("赛事还没有场次，请稍后再进入。", "No rounds yet.")
+        rounds = [await self.res.rounds.get(r["id"]) for r in ids]
+        return next((r for r in rounds if r.status != "draft"), rounds[0])
+
+    async def join(self, claims: Claims) -> Player:
+        rnd = await self.current_round(claims.competition_id)
+        aid = attempt_id_for(rnd.round_id, claims.sub)
+        player = self._by_attempt.get(aid)
+        if player is None:
+            player = Player(self.res, claims, rnd)
+            await player.enter()
+            self._by_attempt[aid] = player
+        return player
+
+    def detach(self, player: Player, conn: Connection) -> None:
+        player.detach(conn)
+        self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        # A detached player with nothing streaming is rebuilt from the log on its next
+        # join, so what it shows can never be staler than PostgreSQL.
+        for aid, player in list(self._by_attempt.items()):
+            if player.idle:
+                player.stop()
+                del self._by_attempt[aid]
+
+    def _tick(self, rnd: Round, now: float) -> None:
+        for player in self._by_attempt.values():
+            if player.round_id == rnd.round_id:
+                player.tick(rnd)
+        if int(now) % 5 == 0:
+            self._forget_idle()
