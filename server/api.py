@@ -11,7 +11,7 @@ import csv
 import io
 import os
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -32,6 +32,13 @@ MAX_BODY = 2 * 1024 * 1024  # a 5,000-line roster fits
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     username: Annotated[str, msgspec.Meta(max_length=64)]
     password: Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class NewAccount(msgspec.Struct, forbid_unknown_fields=True):
+    username: Annotated[str, msgspec.Meta(max_length=64)]
+    password: Annotated[str, msgspec.Meta(max_length=256)]
+    role: Literal["organizer", "judge"] = "judge"
+    display_name: Annotated[str, msgspec.Meta(max_length=40)] = ""
 
 
 class Join(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,6 +95,17 @@ async def login(request: Request) -> Response:
     claims = Claims(role=role, sub=body.username.strip(), name=display or body.username.strip(),
                     exp=res.clock() + ttl_for(role))
     return _json(_issue(res, claims))
+
+
+async def accounts(request: Request) -> Response:
+    res = _res(request)
+    claims = require(request, "organizer")
+    body: NewAccount = await _body(request, NewAccount)
+    await res.accounts.add(body.username.strip(), body.role, body.password, body.display_name)
+    await res.audit.append(round_id="", attempt_id=None, actor=f"organizer:{claims.sub}",
+                           kind="account_created",
+                           payload={"username": body.username.strip(), "role": body.role})
+    return _json({"username": body.username.strip(), "role": body.role}, 201)
 
 
 async def join(request: Request) -> Response:
@@ -253,6 +271,7 @@ async def export(request: Request) -> Response:
 ROUTES = [
     Route("/api/login", login, methods=["POST"]),
     Route("/api/join", join, methods=["POST"]),
+    Route("/api/accounts", accounts, methods=["POST"]),
     Route("/api/me", me),
     Route("/api/competitions", competitions, methods=["GET", "POST"]),
     Route("/api/competitions/{cid}/rounds", create_round, methods=["POST"]),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -32,6 +34,7 @@ from server.rounds import RoundService
 from server.settings import Settings
 
 WEB = Path(__file__).parent / "web"
+log = logging.getLogger("arena.app")
 
 
 def _json(data: object, status: int = 200) -> Response:
@@ -64,6 +67,24 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+async def _first_organizer(res: Resources) -> None:
+    """A fresh install needs one organizer to log in with; make `admin` if there is none."""
+    if await res.accounts.count("organizer"):
+        return
+    password = res.settings.admin_password or secrets.token_urlsafe(12)
+    try:
+        await res.accounts.add("admin", "organizer", password, "管理员")
+    except ArenaError:
+        return  # another process created it at the same moment
+    if not res.settings.admin_password:
+        path = res.settings.data_dir / "admin-password.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(password + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        log.warning("created organizer account admin; password in %s", path)
+        print(f"组织者账号 admin 已创建，密码：{password}（也保存在 {path}）", flush=True)
+
+
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Starlette:
     """Build the app. `settings` must name PostgreSQL and Redis URLs (see `arena up`)."""
     if not settings.database_url or not settings.redis_url:
@@ -90,6 +111,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 clock=clock, bus=bus, signer=Signer(await load_secret(audit.pool)),
                 accounts=Accounts(audit.pool), roster=Roster(audit.pool),
             )
+            await _first_organizer(res)
             res.rounds = rounds = RoundService(audit, bus, library, clock)
             res.boards = Boards(audit, live, bus, rounds, library, clock)
             res.players = Players(res)

@@ -114,7 +114,7 @@ class Boards:
         rnd = await self.rounds.get(round_id)
         events = await self.audit.events(round_id=round_id)
         progress = fold_progress(events, self.library, rnd)
-        await self.live.replace_progress(round_id, progress)
+        await self.live.restore_progress(round_id, progress)
         log.info("rebuilt live state of round %s: %d attempts", round_id, len(progress))
         return progress
 

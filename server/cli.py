@@ -1,4 +1,4 @@
-"""The `arena` command: up, serve, migrate, cases check."""
+"""The `arena` command: up, serve, migrate, cases check, and the organizer console."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import uvicorn
 
+from server import console
 from server.audit import AuditLog
 from server.embedded import EmbeddedServices
 from server.library import check_folder
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     check = cases_sub.add_parser("check", help="validate every case file, print every problem")
     check.add_argument("folder", nargs="?", default="cases")
     check.set_defaults(fn=cmd_cases_check)
+    console.add_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

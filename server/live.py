@@ -79,13 +79,13 @@ class LiveState:
     async def entries(self, round_id: str) -> list[Entry]:
         return [p.entry(a) for a, p in (await self.progress(round_id)).items()]
 
-    async def replace_progress(self, round_id: str, progress: dict[str, Progress]) -> None:
-        """Write a whole rebuilt progress table and mark the round as built."""
+    async def restore_progress(self, round_id: str, progress: dict[str, Progress]) -> None:
+        """Write rebuilt progress rows, keeping any row written since (it is newer: players
+        write their row after the event is durable), and mark the round as built."""
         key = self.key("round", round_id, "progress")
         async with self.r.pipeline(transaction=True) as p:
-            p.delete(key)
-            if progress:
-                p.hset(key, mapping={a: msgspec.json.encode(v) for a, v in progress.items()})
+            for attempt_id, row in progress.items():
+                p.hsetnx(key, attempt_id, msgspec.json.encode(row))
             p.set(self.key("round", round_id, "built"), 1)
             await p.execute()
 

@@ -21,7 +21,7 @@ import redis
 
 from server.embedded import EmbeddedServices
 from server.settings import Settings, from_env
-from tests.support import Sim, running_server, running_sim
+from tests.support import ADMIN_PASSWORD, Sim, running_server, running_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +42,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             llm_base_url="",
             scripted_chunk_ms=2.0,
             s3_endpoint="",
+            admin_password=ADMIN_PASSWORD,
         )
         yield s
         if os.environ.get("DATABASE_URL"):

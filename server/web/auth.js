@@ -203,6 +203,17 @@ export function setupLogin({ form, username, password, button, error, roles, rol
 
 // ---- a WebSocket that stays connected ------------------------------------------------------
 
+const MAX_SINCE = 8; // server/protocol.py: Hello.since max_length
+
+function pruneChannels(socket, keep) {
+  const names = Object.keys(socket.cseq);
+  for (const ch of names) {
+    if (keep && !keep.includes(ch)) delete socket.cseq[ch];
+  }
+  const left = Object.keys(socket.cseq);
+  for (const ch of left.slice(0, Math.max(0, left.length - MAX_SINCE))) delete socket.cseq[ch];
+}
+
 const FATAL = new Set(["unauthorized", "token_expired", "forbidden", "bad_version"]);
 const CONN_TEXT = { idle: "未连接", connecting: "连接中…", open: "已连接", lost: "连接已断开，正在重连…" };
 
@@ -212,8 +223,12 @@ const CONN_TEXT = { idle: "未连接", connecting: "连接中…", open: "已连
  * positions, so `hello.since` asks the server for what was missed. Calls
  * onWelcome(welcome, reconnected) after every handshake, onFatal(err) when the token
  * is refused (then stops). Mirrors the state into `pill` (a .conn element) if given.
+ * `channels()` names the channels still of interest: positions of others are dropped
+ * before each hello, since `hello.since` holds at most 8 channels.
  */
-export function keepConnected(socket, { token, name = "", onWelcome = () => {}, onFatal = () => {}, pill = null }) {
+export function keepConnected(socket, {
+  token, name = "", onWelcome = () => {}, onFatal = () => {}, pill = null, channels = null,
+}) {
   let stopped = false;
   let timer = 0;
   let attempt = 0;
@@ -242,6 +257,7 @@ export function keepConnected(socket, { token, name = "", onWelcome = () => {}, 
     if (stopped) return;
     clearTimeout(timer);
     timer = 0;
+    pruneChannels(socket, channels ? channels() : null);
     try {
       const welcome = await socket.connect(name, token);
       if (stopped) return socket.close();

@@ -56,6 +56,10 @@ export function describeClock(clock, nowMs) {
   }
   const now = nowMs / 1000;
   const status = clock.status || "draft";
+  if (clock.remaining_s == null && clock.deadline == null && clock.starts_at == null) {
+    // Only the status is known yet (from a list): no time to show.
+    return { status, phase: status, label: PHASE_LABEL[status] ?? status, time: "--:--", seconds: null, urgent: false, frozen: false };
+  }
   let phase = status;
   let seconds = Number(clock.remaining_s) || 0;
   if (status === "running") {

@@ -7,10 +7,9 @@ import { $, h } from "./dom.js";
 import { ArenaSocket } from "./socket.js";
 import {
   absoluteUrl, api, clearSession, copyText, getSession, keepConnected, requestId, roleName,
-  setupLogin, showText,
+  setupLogin, showText, toMs,
 } from "./auth.js";
 import { BoardView, STATUS_ZH, describeClock, fmtClockTime, renderCountdown } from "./board.js";
-import { toMs } from "./auth.js";
 
 const ACTION_ZH = {
   open: "开放候场", start: "开始", pause: "暂停", resume: "继续", extend: "延时", end: "提前结束",
@@ -94,6 +93,7 @@ function enter(session) {
   state.connection?.stop();
   state.connection = keepConnected(socket, {
     token: session.token, name: session.name, pill: $(".conn"),
+    channels: () => (state.roundId ? [`round:${state.roundId}`] : []),
     onWelcome: (_welcome, reconnected) => { if (state.roundId) watch(!reconnected); },
     onFatal: (err) => {
       clearSession();
@@ -124,7 +124,8 @@ function writeHash() {
   const p = new URLSearchParams();
   if (state.compId) p.set("c", state.compId);
   if (state.roundId) p.set("r", state.roundId);
-  history.replaceState(null, "", `${location.pathname}${location.search}${p.size || p.toString() ? `#${p}` : ""}`);
+  const hash = p.toString();
+  history.replaceState(null, "", `${location.pathname}${location.search}${hash ? `#${hash}` : ""}`);
 }
 
 // ---- cases ---------------------------------------------------------------------------------
@@ -500,7 +501,7 @@ function selectRound(id) {
   const r = currentCompetition()?.rounds?.find((x) => x.id === id);
   $("#control-title").textContent = r?.title ?? "";
   $("#control-rules").textContent = "";
-  if (r?.status) setClock({ status: r.status, phase: r.status, remaining_s: 0 }, { weak: true });
+  if (r?.status) setClock({ status: r.status, phase: r.status }, { weak: true });
   loadRound(id);
   loadAudit();
   watch(true);
