@@ -267,6 +267,7 @@ def make_round(
     ]
     api.call("POST", f"/api/competitions/{cid}/roster", content="\n".join(lines).encode())
     rules = {"case_id": case_id, "duration_s": 600, "countdown_s": 0, **rules}
-    rid = api.call("POST", f"/api/competitions/{cid}/rounds", {"title": "第一场", "rules": rules})["id"]
+    new_round = {"title": "第一场", "rules": rules}
+    rid = api.call("POST", f"/api/competitions/{cid}/rounds", new_round)["id"]
     roster = api.call("GET", f"/api/competitions/{cid}/roster")
     return cid, rid, roster
