@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         library = Library.load(settings.cases_dir)
         audit = await AuditLog.open(settings.database_url, settings.database_schema)
         live = LiveState.open(settings.redis_url, settings.redis_prefix)
-        bus = Bus(live.r, settings.redis_prefix)
+        bus = Bus(live.r, settings.redis_prefix, history=settings.channel_history)
         engine = make_engine(settings, library.matchers)
         rounds: RoundService | None = None
         try:

@@ -49,6 +49,7 @@ class Boards:
         self._pending: set[str] = set()
         self._frozen: dict[str, bool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._first: dict[str, asyncio.Future[None]] = {}
         rounds.on_tick.append(self._on_tick)
 
     def touch(self, round_id: str) -> None:
@@ -99,7 +100,12 @@ class Boards:
         ch = board_channel(round_id, view)
         body = await self.bus.latest(ch)
         if body is None:
-            await self.publish(round_id)
+            # Single flight: hundreds of watchers arriving at once cause one computation.
+            flight = self._first.get(round_id)
+            if flight is None:
+                flight = self._first[round_id] = asyncio.ensure_future(self.publish(round_id))
+                flight.add_done_callback(lambda _: self._first.pop(round_id, None))
+            await asyncio.shield(flight)
             body = await self.bus.latest(ch)
         return body
 

@@ -14,6 +14,10 @@ when the gap is older than the history (the client is told to reload the state).
 
 Boards are not history channels: each board message is the whole board with a
 version number, so only the latest matters (`publish_latest`).
+
+Each process also subscribes to a channel of its own name (`instance`), so any
+process can tell at once whether another is still alive (`alive`): Redis drops a
+dead process's subscriptions as soon as its connection closes, even after SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +50,7 @@ class Bus:
         self.r = client
         self.prefix = prefix
         self.history = history
+        self.instance = uuid.uuid4().hex  # this process, for `alive`
         self._script = client.register_script(_PUBLISH)
         self._handlers: dict[str, set[Handler]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -74,10 +80,11 @@ class Bus:
             pubsub = self.r.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(pattern)
+                await pubsub.subscribe(self._key("proc", self.instance))
                 self._ready.set()
                 while True:
                     msg = await pubsub.get_message(timeout=None)
-                    if msg is None:
+                    if msg is None or msg["type"] != "pmessage":
                         continue
                     self._deliver(msg["channel"][start:].decode(), msg["data"])
             except asyncio.CancelledError:
@@ -134,6 +141,11 @@ class Bus:
         data: Any = await self.r.get(self._key("latest", channel))
         return data
 
+    async def alive(self, instance: str) -> bool:
+        """Whether the process named `instance` is running (its listener is subscribed)."""
+        counts: Any = await self.r.pubsub_numsub(self._key("proc", instance))
+        return bool(counts and counts[0][1])
+
     async def last_seq(self, channel: str) -> int:
         return int(await self.r.get(self._key("seq", channel)) or 0)
 
@@ -144,6 +156,10 @@ class Bus:
             return None
         if since == last:
             return []
+        if last - since > self.history:
+            # Trimming is approximate (MAXLEN ~ keeps whole stream nodes); the promise is
+            # `history` messages, so a longer gap reloads whatever the stream still holds.
+            return None
         entries: Any = await self.r.xrange(self._key("hist", channel), min=f"{since + 1}-0")
         out: list[tuple[int, bytes]] = [
             (int(eid.split(b"-")[0]), fields[b"b"]) for eid, fields in entries

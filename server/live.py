@@ -56,7 +56,12 @@ class LiveState:
 
     @classmethod
     def open(cls, url: str, prefix: str = "arena:") -> LiveState:
-        return cls(redis.Redis.from_url(url, health_check_interval=30), prefix)
+        # A blocking pool: a burst (hundreds of clients joining at once) waits for a free
+        # connection instead of failing with "too many connections".
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=20, health_check_interval=30
+        )
+        return cls(redis.Redis(connection_pool=pool), prefix)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -102,15 +107,17 @@ class LiveState:
             keys=[self.key("round", round_id, "board_version")], args=[now_ms]
         ))
 
-    async def mark_answering(self, attempt_id: str, ttl_s: int) -> None:
-        """Say that this attempt's answer is being streamed by a live process."""
-        await self.r.set(self.key("answering", attempt_id), 1, ex=ttl_s)
+    async def mark_answering(self, attempt_id: str, ttl_s: int, owner: str) -> None:
+        """Say that this attempt's answer is being streamed by process `owner`."""
+        await self.r.set(self.key("answering", attempt_id), owner, ex=ttl_s)
 
     async def clear_answering(self, attempt_id: str) -> None:
         await self.r.delete(self.key("answering", attempt_id))
 
-    async def is_answering(self, attempt_id: str) -> bool:
-        return bool(await self.r.exists(self.key("answering", attempt_id)))
+    async def answering(self, attempt_id: str) -> str | None:
+        """The process streaming this attempt's answer (it may have died since), or None."""
+        owner: Any = await self.r.get(self.key("answering", attempt_id))
+        return None if owner is None else bytes(owner).decode()
 
     async def post_score(self, board: str, member: str, score: float) -> tuple[int, int]:
         """Put `member` on a leaderboard (sorted set); return (rank from 1, board size)."""

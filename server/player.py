@@ -134,9 +134,7 @@ class Player(Practice):
         self._card = cards[-1] if cards else None
         self._stop.append(self.res.bus.subscribe(attempt_channel(self.attempt_id), self._heard))
         self._stop.append(self.res.rounds.listen(self.round_id, self._round_changed))
-        if attempt.pending_turn is not None and not await self.res.live.is_answering(
-            self.attempt_id
-        ):
+        if attempt.pending_turn is not None and not await self._answered_elsewhere():
             # The process that was answering is gone: close the turn so it can be asked again.
             await self._finish_turn(attempt.pending_turn, Answered(
                 turn=attempt.pending_turn, text="", status="failed", engine=self.res.engine.name,
@@ -144,6 +142,12 @@ class Player(Practice):
             ))
         if first is not None or not await self.res.live.is_built(self.round_id):
             await self._progress()
+
+    async def _answered_elsewhere(self) -> bool:
+        """Whether a live process is still streaming this attempt's pending answer. A process
+        killed mid-answer leaves its mark in Redis for a while, but not its subscription."""
+        owner = await self.res.live.answering(self.attempt_id)
+        return owner is not None and await self.res.bus.alive(owner)
 
     async def attach(self, conn: Connection, since: dict[str, int]) -> None:
         """Show this contestant everything, on a new connection."""
@@ -302,7 +306,7 @@ class Player(Practice):
         return event_id
 
     async def _answer(self, turn: int, question: str) -> None:
-        await self.res.live.mark_answering(self.attempt_id, ANSWERING_TTL_S)
+        await self.res.live.mark_answering(self.attempt_id, ANSWERING_TTL_S, self.res.bus.instance)
         try:
             await super()._answer(turn, question)
         finally:
@@ -320,7 +324,9 @@ class Player(Practice):
             name=self.name, team=self.team, school=self.school, questions=len(a.questions),
             orders=len(a.orders), submitted=sub is not None,
             score=float(self._card["total"]) if self._card else None,
-            last_action=self.res.clock(), submitted_at=sub.at if sub else None,
+            # Entering is not an action (as in boards.fold_progress, which rebuilds this row).
+            last_action=self.res.clock() if a.questions or a.orders or sub else 0.0,
+            submitted_at=sub.at if sub else None,
             elapsed_s=rnd.elapsed(sub.at) if sub else None, cost_yuan=round(cost, 2),
         ))
         self.res.boards.touch(self.round_id)

@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     max_frame_bytes: int = 32_768
     # Messages queued per connection before a slow client is told to resync.
     send_queue_size: int = 256
+    # Messages kept per history channel (round, attempt) for clients that reconnect with
+    # `since`; a longer gap gets `reload` and the current state instead.
+    channel_history: int = 500
     # Password of the first organizer account, `admin`, created when no organizer exists.
     # Empty = a random one, printed once and written to data_dir/admin-password.txt.
     admin_password: str = ""

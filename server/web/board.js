@@ -150,7 +150,8 @@ export const PUBLIC_COLUMNS = [
     key: "who", title: "选手",
     fill: (td, r) => {
       const sub = [r.team, r.school].filter(Boolean).join(" · ");
-      td.replaceChildren(h("span", { class: "who-name" }, r.name), sub ? h("small", { class: "who-sub" }, sub) : null);
+      td.replaceChildren(...[h("span", { class: "who-name" }, r.name), sub ? h("small", { class: "who-sub" }, sub) : null]
+        .filter(Boolean));
     },
   },
   { key: "questions", title: "问诊", fill: (td, r) => { td.textContent = String(r.questions ?? 0); } },

@@ -254,7 +254,7 @@ function onTranscript(msg) {
 
 function onEntry(msg) {
   for (const li of els.transcript.querySelectorAll(":scope > li.placeholder")) li.remove();
-  addEntry(msg.entry);
+  followEnd(() => addEntry(msg.entry));
   if (msg.card) setCard(msg.card);
   else updateAdjudication();
 }
@@ -269,7 +269,14 @@ function addEntry(e) {
   // Keep time order even if a replayed entry arrives late.
   const later = [...els.transcript.children].find((x) => x.dataset.at && Number(x.dataset.at) > Number(e.at));
   els.transcript.insertBefore(li, later ?? null);
-  if (!later) li.scrollIntoView?.({ block: "nearest" });
+}
+
+/** Follow a growing transcript only when the judge is already reading its end. */
+function followEnd(append) {
+  const box = $("#detail");
+  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  append();
+  if (atEnd && box.scrollHeight > box.clientHeight) box.scrollTop = box.scrollHeight;
 }
 
 function renderEntry(e) {

@@ -203,6 +203,7 @@ function selectCompetition(id, roundId = null) {
   const comp = currentCompetition();
   els.competition.hidden = !comp;
   els.noCompetition.hidden = Boolean(comp);
+  $("#rounds-card").hidden = !comp;
   if (!comp) {
     selectRound(null);
     writeHash();
@@ -265,7 +266,7 @@ function renderRounds() {
   const comp = currentCompetition();
   const rounds = comp?.rounds ?? [];
   if (!rounds.length) {
-    els.roundList.replaceChildren(h("li", { class: "muted" }, "还没有场次，在下方新建。"));
+    els.roundList.replaceChildren(h("li", { class: "muted" }, "还没有场次，请在右侧新建。"));
     return;
   }
   els.roundList.replaceChildren(...rounds.map((r) => {
