@@ -5,6 +5,10 @@ with the connection's next sequence number and the server time, then puts it in
 the connection's bounded queue without waiting; a sender task drains the queue
 into the socket. A client whose queue fills is told to resync and closed,
 so it can never stall the others.
+
+The sender task exists only while there is something to send: thousands of idle
+spectators then cost a deque each rather than a parked task and an asyncio.Queue,
+which keeps memory per idle socket within budget (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -33,12 +38,16 @@ CLOSE_SLOW = 4008  # application close code: the client fell too far behind
 
 
 class Connection:
+    __slots__ = ("clock", "id", "limit", "overflowed", "pending", "seq", "task", "ws")
+
     def __init__(self, ws: WebSocket, queue_size: int, clock: Callable[[], float]) -> None:
         self.ws = ws
         self.id = uuid.uuid4().hex[:12]
         self.clock = clock
         self.seq = 0
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
+        self.limit = queue_size
+        self.pending: deque[bytes | None] = deque()  # None: close after what came before
+        self.task: asyncio.Task[None] | None = None
         self.overflowed = False
 
     def send(self, msg: protocol.ServerMsg) -> None:
@@ -47,10 +56,15 @@ class Connection:
             return
         self.seq += 1
         msg.seq, msg.t = self.seq, round(self.clock() * 1000, 1)
-        try:
-            self.queue.put_nowait(protocol.encode(msg))
-        except asyncio.QueueFull:
+        self._put(protocol.encode(msg))
+
+    def _put(self, data: bytes | None) -> None:
+        if len(self.pending) >= self.limit:
             self._overflow()
+            return
+        self.pending.append(data)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
 
     def send_body(self, body: bytes, cseq: int = 0) -> None:
         """Queue a message encoded once for many clients, splicing in seq, t (and cseq).
@@ -64,10 +78,7 @@ class Connection:
         head = b'{"seq":%d,"t":%.1f,' % (self.seq, self.clock() * 1000)
         if cseq:
             head += b'"cseq":%d,' % cseq
-        try:
-            self.queue.put_nowait(head + body[1:])
-        except asyncio.QueueFull:
-            self._overflow()
+        self._put(head + body[1:])
 
     def follow(self, bus: Bus, channel: str) -> Callable[[], None]:
         """Forward every message on a history channel; returns the unsubscribe."""
@@ -88,28 +99,44 @@ class Connection:
 
     def close_soon(self) -> None:
         """Close after what is queued has been sent (used when a newer tab takes over)."""
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
+        self._put(None)
 
     def _overflow(self) -> None:
         self.overflowed = True
         metrics.SLOW_CLIENTS.inc()
-        # Make room for the resync notice, then the sentinel that closes the socket.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        # Drop the backlog for the resync notice, then the sentinel that closes the socket.
+        self.pending.clear()
         self.seq += 1
         notice = protocol.Resync(reason="send queue full", seq=self.seq, t=self.clock() * 1000)
-        self.queue.put_nowait(protocol.encode(notice))
-        self.queue.put_nowait(None)
+        self.pending.extend((protocol.encode(notice), None))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._drain())
 
-    async def sender(self) -> None:
-        while True:
-            data = await self.queue.get()
-            if data is None:
-                await self.ws.close(CLOSE_SLOW)
-                return
-            await self.ws.send_text(data.decode())
-            metrics.MESSAGES_OUT.inc()
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                data = self.pending.popleft()
+                if data is None:
+                    self.overflowed = True  # nothing more goes out on this socket
+                    await self.ws.close(CLOSE_SLOW)
+                    return
+                await self.ws.send_text(data.decode())
+                metrics.MESSAGES_OUT.inc()
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            # The client went away mid-send; the endpoint's receive loop sees the close.
+            self.overflowed = True
+            self.pending.clear()
+        finally:
+            self.task = None
+
+    async def aclose(self) -> None:
+        """Stop sending (the socket is gone)."""
+        self.pending.clear()
+        task = self.task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError, WebSocketDisconnect):
+                await task
 
 
 Session = Practice | Player | Watcher
@@ -120,7 +147,6 @@ async def endpoint(ws: WebSocket) -> None:
     await ws.accept()
     conn = Connection(ws, res.settings.send_queue_size, res.clock)
     metrics.CONNECTIONS.inc()
-    sender = asyncio.create_task(conn.sender(), name=f"sender-{conn.id}")
     session: Session | None = None
     role: protocol.Role = "student"
     try:
@@ -159,9 +185,7 @@ async def endpoint(ws: WebSocket) -> None:
             res.players.detach(session, conn)
         elif isinstance(session, Watcher):
             session.close_all()
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, RuntimeError, WebSocketDisconnect):
-            await sender
+        await conn.aclose()
 
 
 async def _handshake(

@@ -54,7 +54,8 @@ def running_server(
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, clock=clock), host="127.0.0.1", port=port, log_level="warning",
-        ws_max_size=settings.max_frame_bytes * 4, lifespan="on",
+        ws_max_size=settings.max_frame_bytes * 4, lifespan="on", ws_per_message_deflate=False,
+        loop="asyncio",  # uvloop warns about sockets still open when a test thread stops
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
