@@ -64,7 +64,8 @@ class LiveState:
         return cls(redis.Redis(connection_pool=pool), prefix)
 
     async def close(self) -> None:
-        await self.r.aclose()
+        # A pool we built ourselves is not closed by Redis.aclose(); close it explicitly.
+        await self.r.aclose(close_connection_pool=True)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
