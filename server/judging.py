@@ -28,8 +28,14 @@ def round_of(attempt_id: str) -> str:
     return round_id
 
 
-async def rule(res: Resources, judge: str, msg: protocol.Adjudicate | protocol.Override) -> None:
-    """Apply a judge's ruling durably, then update the board and the transcript."""
+async def rule(
+    res: Resources, judge: str, msg: protocol.Adjudicate | protocol.Override, name: str = ""
+) -> None:
+    """Apply a judge's ruling durably, then update the board and the transcript.
+
+    `judge` is the account (the audit actor); `name`, its display name, signs the
+    note the contestant reads on the card.
+    """
     reason = msg.reason.strip()
     if not reason:
         raise BadRequest("请填写理由。", "A reason is required.")
@@ -44,7 +50,7 @@ async def rule(res: Resources, judge: str, msg: protocol.Adjudicate | protocol.O
         if not events:
             raise BadRequest("该选手尚未提交诊断，无法评分。", "Nothing submitted yet.")
         card = msgspec.convert(events[0]["payload"], ScoreCard)
-        note = f"评委 {judge}：{reason}"
+        note = f"评委 {name or judge}：{reason}"
         if isinstance(msg, protocol.Adjudicate):
             new = adjudicate(card, msg.verdict, rnd.rules.weights, note)
             kind = "adjudicated"

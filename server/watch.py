@@ -42,7 +42,7 @@ class Watcher:
         elif isinstance(msg, protocol.OpenTranscript):
             await self.open_transcript(msg.attempt_id)
         elif isinstance(msg, protocol.Adjudicate | protocol.Override):
-            await judging.rule(self.res, self.claims.sub, msg)
+            await judging.rule(self.res, self.claims.sub, msg, self.claims.name)
             self.conn.send(protocol.Ack(re=msg.id))
 
     async def watch(self, round_id: str, since: int = 0) -> None:

@@ -410,6 +410,7 @@ function showRosterProblems(problems) {
 
 $("#roster-file").addEventListener("change", async (ev) => {
   const file = ev.target.files?.[0];
+  $("#roster-file-name").textContent = file ? file.name : "未选择文件";
   if (!file) return;
   showText($("#roster-error"), "");
   if (file.size > 5 * 1024 * 1024) {
@@ -449,6 +450,7 @@ $("#import-roster").addEventListener("click", async () => {
     showText($("#roster-note"), `已导入 ${added} 名选手。`);
     els.rosterCsv.value = "";
     $("#roster-file").value = "";
+    $("#roster-file-name").textContent = "未选择文件";
     await loadRoster();
   } catch (err) {
     if (err.problems?.length) {
@@ -701,7 +703,7 @@ function renderAudit(events) {
     const ms = toMs(e.at);
     return h("tr", { dataset: { testid: "audit-row", kind: e.kind ?? "" } },
       h("td", { class: "nowrap", title: ms ? new Date(ms).toLocaleString("zh-CN", { hour12: false }) : "" }, fmtClockTime(e.at)),
-      h("td", {}, e.actor || "—"),
+      h("td", {}, auditActor(e.actor)),
       h("td", {}, auditAction(e)),
       h("td", { class: "reason-cell" }, auditReason(e) || "—"));
   });
@@ -727,6 +729,14 @@ function auditAction(e) {
     return [label, target, change].filter(Boolean).join("：");
   }
   return label;
+}
+
+/** "judge:wang" → "评委 wang" (the log stores role:username). */
+function auditActor(actor) {
+  if (!actor) return "—";
+  const [role, ...rest] = String(actor).split(":");
+  const who = rest.join(":");
+  return who && roleName(role) !== role ? `${roleName(role)} ${who}` : actor;
 }
 
 function auditReason(e) {

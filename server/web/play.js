@@ -474,6 +474,11 @@ function renderCountdown(phase, now) {
   const timeEl = countdown.querySelector(".cd-time");
   if (timeEl.textContent !== time) timeEl.textContent = time;
   if (phase === "paused") $("#paused-left").textContent = time;
+  // The lobby shows the last seconds before the start big, where the eye already is.
+  const lobbyCount = $("#lobby-count");
+  const count = phase === "countdown" ? String(Math.max(1, Math.ceil(left))) : "";
+  if (lobbyCount.textContent !== count) lobbyCount.textContent = count;
+  lobbyCount.hidden = !count;
 }
 
 /** Everything that changes with the phase: locks, banners, the lobby's words. */
