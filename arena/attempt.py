@@ -73,6 +73,9 @@ class OrderPlaced(msgspec.Struct, frozen=True, tag="ordered", kw_only=True):
     item_id: str
     kind: Literal["exam", "test"]
     result: str
+    # Name and flag as the contestant saw them, so a judge reads the log without the case.
+    name: str = ""
+    abnormal: bool = False
 
 
 class Submitted(msgspec.Struct, frozen=True, tag="submitted", kw_only=True):
@@ -159,7 +162,10 @@ class Attempt:
         kind: Literal["exam", "test"] = "exam" if item in self.case.exams else "test"
         if not any(o.item_id == item_id for o in self.orders):
             self.orders.append(Ordered(item_id=item_id, kind=kind, at=now))
-        return OrderPlaced(item_id=item_id, kind=kind, result=item.result), item
+        placed = OrderPlaced(
+            item_id=item_id, kind=kind, result=item.result, name=item.name, abnormal=item.abnormal
+        )
+        return placed, item
 
     def submit(
         self, diagnosis: str, differentials: list[str], reasoning: str, now: float

@@ -50,12 +50,19 @@ async def rule(
         if not events:
             raise BadRequest("该选手尚未提交诊断，无法评分。", "Nothing submitted yet.")
         card = msgspec.convert(events[0]["payload"], ScoreCard)
-        note = f"评委 {name or judge}：{reason}"
+        # Whose attempt, in words, so the round's audit log reads without a lookup.
+        contestant = await conn.fetchval(
+            "SELECT payload->>'name' FROM events WHERE attempt_id = $1"
+            " AND kind = 'attempt_started' ORDER BY id LIMIT 1", msg.attempt_id,
+        )
+        by = name or judge
+        note = f"评委 {by}：{reason}"
         if isinstance(msg, protocol.Adjudicate):
             new = adjudicate(card, msg.verdict, rnd.rules.weights, note)
             kind = "adjudicated"
             payload: dict[str, Any] = {
-                "verdict": msg.verdict, "old_verdict": card.verdict, "reason": reason,
+                "verdict": msg.verdict, "old_verdict": card.verdict, "reason": reason, "by": by,
+                "name": contestant or "",
                 "old_points": card.sections[0].points, "new_points": new.sections[0].points,
                 "old_total": card.total, "new_total": new.total,
             }
@@ -66,7 +73,8 @@ async def rule(
             payload = {
                 "section": msg.section, "line": msg.line, "label": old_line.label,
                 "old_points": old_line.points, "new_points": round(msg.points, 2),
-                "reason": reason, "old_total": card.total, "new_total": new.total,
+                "reason": reason, "old_total": card.total, "new_total": new.total, "by": by,
+                "name": contestant or "",
             }
         applied = await res.audit.append(
             round_id=round_id, attempt_id=msg.attempt_id, actor=actor, kind=kind,

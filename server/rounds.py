@@ -207,6 +207,9 @@ class RoundService:
             event = self._apply(rnd, action, now, reason, seconds, contestant_id)
             payload = msgspec.to_builtins(event)
             payload.setdefault("reason", reason)
+            if reason and payload["reason"] != reason:
+                # RoundEnded.reason says who ended it; the organizer's words go beside it.
+                payload["note"] = reason
             applied = await self.audit.append(
                 round_id=round_id, attempt_id=None, actor=actor,
                 kind=payload["type"], payload=payload, request_id=request_id, conn=conn,

@@ -14,7 +14,9 @@ const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误"
 const KIND_ZH = {
   asked: "问", answered: "答", ordered: "检查", submitted: "提交", scored: "评分",
   adjudicated: "裁定", overridden: "调分", joined: "加入", practice_started: "开始",
+  attempt_started: "入场",
 };
+const ENGINE_ZH = { scripted: "脚本病人", llm: "AI 病人" };
 const ITEM_KIND_ZH = { exam: "体格检查", test: "辅助检查" };
 
 const socket = new ArenaSocket();
@@ -188,6 +190,9 @@ function tick() {
   if (els.status.textContent !== text) els.status.textContent = text;
   els.status.dataset.status = status;
   els.status.dataset.phase = view.phase;
+  // The pill already says "候场中" / "已结束": the clock's own label would only repeat it.
+  const label = els.countdown.querySelector(".cd-label");
+  if (label) label.hidden = view.label === text;
   els.frozenNote.hidden = !view.frozen;
 }
 
@@ -291,8 +296,16 @@ function renderEntry(e) {
   h("div", { class: "entry-body" }, entryBody(e, p)));
 }
 
+/** "judge:wang" → "评委 wang" (the log's actors are role:username). */
+function actorName(actor) {
+  const [role, ...rest] = String(actor ?? "").split(":");
+  return rest.length ? `${roleName(role)} ${rest.join(":")}` : String(actor ?? "");
+}
+
 function entryBody(e, p) {
   switch (e.kind) {
+    case "attempt_started":
+      return h("span", { class: "muted" }, ["进入比赛", ENGINE_ZH[p.engine]].filter(Boolean).join(" · "));
     case "asked":
       return [p.turn ? h("small", { class: "muted turn" }, `第${p.turn}问 `) : null, h("span", { class: "entry-text" }, p.text ?? p.question ?? "")];
     case "answered":
@@ -323,7 +336,7 @@ function entryBody(e, p) {
         card.verdict ? ` · 诊断${VERDICT_ZH[card.verdict] ?? card.verdict}` : "");
     }
     case "adjudicated": {
-      const who = p.by ?? p.judge ?? e.actor ?? "";
+      const who = p.by ?? p.judge ?? actorName(e.actor);
       const before = p.old ?? p.old_verdict ?? p.from;
       const after = p.new ?? p.verdict ?? p.to;
       return [
@@ -332,7 +345,7 @@ function entryBody(e, p) {
       ];
     }
     case "overridden": {
-      const who = p.by ?? p.judge ?? e.actor ?? "";
+      const who = p.by ?? p.judge ?? actorName(e.actor);
       const section = state.card?.sections?.find((s) => s.key === p.section);
       const line = section?.lines?.[p.line];
       const target = [section?.title ?? p.section, line ? line.label : (p.line !== undefined ? `第 ${Number(p.line) + 1} 项` : "")]

@@ -577,6 +577,9 @@ function tick() {
   if (els.status.textContent !== text) els.status.textContent = text;
   els.status.dataset.status = status;
   els.status.dataset.phase = view.phase;
+  // The pill already says "候场中" / "已结束": the clock's own label would only repeat it.
+  const label = els.countdown.querySelector(".cd-label");
+  if (label) label.hidden = view.label === text;
   $("#frozen-pill").hidden = !view.frozen;
 }
 
@@ -723,9 +726,12 @@ function auditAction(e) {
     return `${label}：${[p.name, v].filter(Boolean).join(" → ")}`;
   }
   if (e.kind === "overridden") {
-    const target = [p.name, p.section, p.line !== undefined ? `第 ${Number(p.line) + 1} 项` : ""].filter(Boolean).join(" ");
-    const change = p.old !== undefined || p.new !== undefined || p.points !== undefined
-      ? `${p.old ?? "?"} → ${p.new ?? p.points ?? "?"}` : "";
+    // server/judging.py: {name, section, line, label, old_points, new_points, …}
+    const item = p.label || (p.line !== undefined ? `${p.section ?? ""} 第 ${Number(p.line) + 1} 项` : p.section);
+    const target = [p.name, item].filter(Boolean).join(" ");
+    const before = p.old_points ?? p.old;
+    const after = p.new_points ?? p.new ?? p.points;
+    const change = before !== undefined || after !== undefined ? `${before ?? "?"} → ${after ?? "?"}` : "";
     return [label, target, change].filter(Boolean).join("：");
   }
   return label;
