@@ -23,23 +23,17 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from tests.browser.chromium import SHOTS, watch_stream
 from tests.support import ADMIN_PASSWORD, Api
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CASE = "stemi_inferior"
 EXAM, TEST = "exam_heart", "test_ecg"
 # arena.scoring.judge_diagnosis says "wrong" to this (no synonym, no partial key matches):
@@ -53,28 +47,7 @@ PHONE: dict[str, Any] = {
 }
 SCREEN: dict[str, Any] = {"viewport": {"width": 1920, "height": 1080}}
 
-# Records every text length of the newest patient bubble: a streamed answer grows in steps.
-WATCH_STREAM = """() => {
-  const chat = document.querySelector('[data-testid="chat"]');
-  window.__lengths = [];
-  new MutationObserver(() => {
-    const bubbles = chat.querySelectorAll('[data-testid="patient-bubble"]');
-    const last = bubbles[bubbles.length - 1];
-    if (!last) return;
-    const text = last.querySelector('[data-testid="bubble-text"]').textContent;
-    window.__lengths.push([last.dataset.turn, text.length]);
-  }).observe(chat, { subtree: true, childList: true, characterData: true });
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (apt-get install chromium fonts-noto-cjk)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+WATCH_STREAM = watch_stream("chat")
 
 
 class Pages:

@@ -12,20 +12,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+
+from tests.browser.chromium import SHOTS, watch_stream
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CASE = "stemi_inferior"
 EXAM, TEST = "exam_heart", "test_ecg"
 
@@ -37,28 +32,7 @@ VIEWPORTS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Counts DOM updates of the newest patient bubble: a streamed answer grows over many.
-WATCH_STREAM = """() => {
-  const chat = document.querySelector('[data-testid="chat-log"]');
-  window.__lengths = [];
-  new MutationObserver(() => {
-    const bubbles = chat.querySelectorAll('[data-testid="patient-bubble"]');
-    const last = bubbles[bubbles.length - 1];
-    if (!last) return;
-    const text = last.querySelector('[data-testid="bubble-text"]').textContent;
-    window.__lengths.push([last.dataset.turn, text.length]);
-  }).observe(chat, { subtree: true, childList: true, characterData: true });
-}"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (apt-get install chromium fonts-noto-cjk)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+WATCH_STREAM = watch_stream("chat-log")
 
 
 @pytest.fixture(params=sorted(VIEWPORTS))
