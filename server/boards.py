@@ -95,7 +95,7 @@ class Boards:
         except Exception:
             log.exception("publishing the board of %s failed", round_id)
 
-    async def latest(self, round_id: str, view: str) -> bytes | None:
+    async def latest(self, round_id: str, view: str) -> str | None:
         """The last board published in this view, computing one if there is none."""
         ch = board_channel(round_id, view)
         body = await self.bus.latest(ch)

@@ -42,7 +42,7 @@ redis.call('PUBLISH', KEYS[3], seq .. '|' .. ARGV[1])
 return seq
 """
 
-Handler = Callable[[str, int, bytes], None]  # channel, cseq (0 = latest-only), body
+Handler = Callable[[str, int, str], None]  # channel, cseq (0 = latest-only), body
 
 
 class Bus:
@@ -101,8 +101,10 @@ class Bus:
         handlers = self._handlers.get(channel)
         if not handlers:
             return
-        head, _, body = data.partition(b"|")
+        head, _, raw = data.partition(b"|")
         cseq = int(head)
+        # Text frames carry str: decode once here, not once per connection.
+        body = raw.decode()
         for handler in list(handlers):
             try:
                 handler(channel, cseq, body)
@@ -137,9 +139,9 @@ class Bus:
             p.publish(self._key("ch", channel), b"0|" + body)
             await p.execute()
 
-    async def latest(self, channel: str) -> bytes | None:
+    async def latest(self, channel: str) -> str | None:
         data: Any = await self.r.get(self._key("latest", channel))
-        return data
+        return None if data is None else str(data.decode())
 
     async def alive(self, instance: str) -> bool:
         """Whether the process named `instance` is running (its listener is subscribed)."""
@@ -149,7 +151,7 @@ class Bus:
     async def last_seq(self, channel: str) -> int:
         return int(await self.r.get(self._key("seq", channel)) or 0)
 
-    async def replay(self, channel: str, since: int) -> list[tuple[int, bytes]] | None:
+    async def replay(self, channel: str, since: int) -> list[tuple[int, str]] | None:
         """Messages after `since`, or None if some of them are no longer in the history."""
         last = await self.last_seq(channel)
         if since > last:  # the counter went backwards: Redis lost its data
@@ -161,8 +163,8 @@ class Bus:
             # `history` messages, so a longer gap reloads whatever the stream still holds.
             return None
         entries: Any = await self.r.xrange(self._key("hist", channel), min=f"{since + 1}-0")
-        out: list[tuple[int, bytes]] = [
-            (int(eid.split(b"-")[0]), fields[b"b"]) for eid, fields in entries
+        out: list[tuple[int, str]] = [
+            (int(eid.split(b"-")[0]), fields[b"b"].decode()) for eid, fields in entries
         ]
         if not out or out[0][0] != since + 1:
             return None

@@ -46,7 +46,8 @@ class Connection:
         self.clock = clock
         self.seq = 0
         self.limit = queue_size
-        self.pending: deque[bytes | None] = deque()  # None: close after what came before
+        # Text frames, ready to send; None: close after what came before.
+        self.pending: deque[str | None] = deque()
         self.task: asyncio.Task[None] | None = None
         self.overflowed = False
 
@@ -56,9 +57,9 @@ class Connection:
             return
         self.seq += 1
         msg.seq, msg.t = self.seq, round(self.clock() * 1000, 1)
-        self._put(protocol.encode(msg))
+        self._put(protocol.encode(msg).decode())
 
-    def _put(self, data: bytes | None) -> None:
+    def _put(self, data: str | None) -> None:
         if len(self.pending) >= self.limit:
             self._overflow()
             return
@@ -66,7 +67,7 @@ class Connection:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain())
 
-    def send_body(self, body: bytes, cseq: int = 0) -> None:
+    def send_body(self, body: str, cseq: int = 0) -> None:
         """Queue a message encoded once for many clients, splicing in seq, t (and cseq).
 
         `body` is an encoded ServerMessage whose seq, t and cseq were left at their
@@ -75,9 +76,9 @@ class Connection:
         if self.overflowed:
             return
         self.seq += 1
-        head = b'{"seq":%d,"t":%.1f,' % (self.seq, self.clock() * 1000)
+        head = f'{{"seq":{self.seq},"t":{self.clock() * 1000:.1f},'
         if cseq:
-            head += b'"cseq":%d,' % cseq
+            head += f'"cseq":{cseq},'
         self._put(head + body[1:])
 
     def follow(self, bus: Bus, channel: str) -> Callable[[], None]:
@@ -108,7 +109,7 @@ class Connection:
         self.pending.clear()
         self.seq += 1
         notice = protocol.Resync(reason="send queue full", seq=self.seq, t=self.clock() * 1000)
-        self.pending.extend((protocol.encode(notice), None))
+        self.pending.extend((protocol.encode(notice).decode(), None))
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain())
 
@@ -120,7 +121,7 @@ class Connection:
                     self.overflowed = True  # nothing more goes out on this socket
                     await self.ws.close(CLOSE_SLOW)
                     return
-                await self.ws.send_text(data.decode())
+                await self.ws.send_text(data)
                 metrics.MESSAGES_OUT.inc()
         except (OSError, RuntimeError, WebSocketDisconnect):
             # The client went away mid-send; the endpoint's receive loop sees the close.

@@ -250,7 +250,7 @@ class Player(Practice):
             reasoning=sub.reasoning if sub else "",
         )
 
-    async def _round_changed(self, rnd: Round, cseq: int, body: bytes) -> None:
+    async def _round_changed(self, rnd: Round, cseq: int, body: str) -> None:
         if self.conn is not None:
             state = await self._state()
             changed = protocol.decode_server(body)
@@ -277,7 +277,7 @@ class Player(Practice):
             rank=mine.rank if mine else None, of=len(rows),
         ))
 
-    def _heard(self, channel: str, cseq: int, body: bytes) -> None:
+    def _heard(self, channel: str, cseq: int, body: str) -> None:
         """Entries on this attempt's channel: another process's answer, a judge's change."""
         msg = protocol.decode_server(body)
         if not isinstance(msg, protocol.TranscriptLive):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from arena.errors import ArenaError, BadRequest, IllegalTransition, NotFound
+from arena.errors import ArenaError, BadRequest, NotFound
 from arena.rounds import (
     ROUND_EVENT_KINDS,
     Round,
@@ -40,7 +40,7 @@ log = logging.getLogger("arena.rounds")
 Action = Literal["open", "start", "pause", "resume", "extend", "end", "publish"]
 ACTIONS: tuple[Action, ...] = ("open", "start", "pause", "resume", "extend", "end", "publish")
 
-RoundListener = Callable[[Round, int, bytes], Awaitable[None]]
+RoundListener = Callable[[Round, int, str], Awaitable[None]]
 
 
 def round_channel(round_id: str) -> str:
@@ -59,7 +59,7 @@ class RoundService:
         self._titles: dict[str, str] = {}
         self._listeners: dict[str, set[RoundListener]] = {}
         self._unsubscribe: dict[str, Callable[[], None]] = {}
-        self._queue: asyncio.Queue[tuple[str, int, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         # Called for each followed round every tick (boards, players waiting for the start).
         self.on_tick: list[Callable[[Round, float], None]] = []
@@ -154,7 +154,6 @@ class RoundService:
                     if rnd.status == "running" and rnd.phase(now) == "over":
                         await self.command(
                             rnd.round_id, "end", actor="system", request_id="time-up",
-                            reason="time",
                         )
                     for callback in self.on_tick:
                         callback(rnd, now)
@@ -202,29 +201,34 @@ class RoundService:
         if action in ("pause", "extend", "end") and actor != "system" and not reason.strip():
             raise BadRequest("请填写原因。", "A reason is required.")
         async with self.audit.locked(round_id) as conn:
+            if await conn.fetchval(
+                "SELECT 1 FROM events WHERE round_id = $1 AND attempt_id IS NULL"
+                " AND request_id = $2", round_id, request_id,
+            ):
+                # A retry (the console resends after a network error): already applied,
+                # so the same success and nothing new.
+                return await self.load(round_id, conn)
             rnd = await self.load(round_id, conn)
             now = self.clock()
-            event = self._apply(rnd, action, now, reason, seconds, contestant_id)
+            event = self._apply(
+                rnd, action, now, reason, seconds, contestant_id, system=actor == "system"
+            )
             payload = msgspec.to_builtins(event)
             payload.setdefault("reason", reason)
             if reason and payload["reason"] != reason:
                 # RoundEnded.reason says who ended it; the organizer's words go beside it.
                 payload["note"] = reason
-            applied = await self.audit.append(
+            await self.audit.append(
                 round_id=round_id, attempt_id=None, actor=actor,
                 kind=payload["type"], payload=payload, request_id=request_id, conn=conn,
             )
-            if applied is None:  # the same request again: already applied, nothing changes
-                raise IllegalTransition(
-                    "该操作已执行过。", "This request was already applied.", duplicate=True
-                )
         self._rounds[round_id] = rnd
         await self.announce(round_id, change=str(payload["type"]), reason=reason)
         return rnd
 
     @staticmethod
     def _apply(rnd: Round, action: str, now: float, reason: str, seconds: int,
-               contestant_id: str | None) -> RoundEvent:
+               contestant_id: str | None, *, system: bool) -> RoundEvent:
         if action == "open":
             return rnd.open_lobby(now)
         if action == "start":
@@ -236,7 +240,8 @@ class RoundService:
         if action == "extend":
             return rnd.extend(now, seconds, contestant_id or None, reason)
         if action == "end":
-            return rnd.end(now, "time" if reason == "time" else "organizer")
+            # Only the server's own ticker ends a round for time; an organizer ends it early.
+            return rnd.end(now, "time" if system else "organizer")
         return rnd.publish(now)
 
     async def announce(self, round_id: str, *, change: str = "", reason: str = "") -> int:

@@ -65,7 +65,7 @@ class Watcher:
             await self._reveal(round_id)
         self._round.append(self.res.rounds.listen(round_id, self._changed))
 
-    async def _changed(self, rnd: object, cseq: int, body: bytes) -> None:
+    async def _changed(self, rnd: object, cseq: int, body: str) -> None:
         msg = protocol.decode_server(body)
         if (
             isinstance(msg, protocol.RoundState) and msg.change == "results_published"

@@ -12,7 +12,6 @@ start at once (countdown_s=0) and last minutes, and every wait is bounded.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -22,11 +21,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 import redis
@@ -187,24 +185,6 @@ def _running_round(org: Api, people: int) -> tuple[str, list[str], list[dict[str
     org.action(rid, "open")
     org.action(rid, "start")
     return rid, tokens, roster
-
-
-def _events(settings: Settings, attempt_id: str) -> list[dict[str, Any]]:
-    async def run() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(
-            settings.database_url, server_settings={"search_path": settings.database_schema}
-        )
-        try:
-            rows = await conn.fetch(
-                "SELECT kind, request_id, payload::text AS payload FROM events"
-                " WHERE attempt_id = $1 ORDER BY id", attempt_id,
-            )
-        finally:
-            await conn.close()
-        return [{"kind": r["kind"], "request_id": r["request_id"],
-                 "payload": msgspec.json.decode(r["payload"])} for r in rows]
-
-    return asyncio.run(run())
 
 
 def _judge(org: Api) -> Api:
@@ -385,7 +365,7 @@ def test_a_gap_older_than_the_history_gets_reload_then_the_current_state(
 
 
 def test_a_process_killed_while_answering_leaves_a_failed_turn_to_ask_again(
-    slow_pair: Pair, settings: Settings,
+    slow_pair: Pair, fetch_events: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     s1, s2 = slow_pair.ensure()  # answers stream in 200 ms chunks
     org = Api.login(s2.url)
@@ -407,7 +387,7 @@ def test_a_process_killed_while_answering_leaves_a_failed_turn_to_ask_again(
         assert back.attempt_id == play.attempt_id
         text, end, _ = a.answer(question)  # asking again works
         assert end.status == "ok" and len(text) > len(shown.text)
-    events = _events(settings, play.attempt_id)
+    events = fetch_events(play.attempt_id)
     answered = [e["payload"] for e in events if e["kind"] == "answered"]
     assert [(p["turn"], p["status"], p["error"]) for p in answered] == [
         (1, "failed", "interrupted"), (2, "ok", ""),
@@ -417,7 +397,7 @@ def test_a_process_killed_while_answering_leaves_a_failed_turn_to_ask_again(
 
 
 def test_a_process_killed_mid_round_loses_nothing_acknowledged(
-    pair: Pair, settings: Settings,
+    pair: Pair, fetch_events: Callable[[str], list[dict[str, Any]]],
 ) -> None:
     p1, p2 = pair.ensure()
     org = Api.login(p2.url)
@@ -458,7 +438,7 @@ def test_a_process_killed_mid_round_loses_nothing_acknowledged(
         ack: protocol.SubmitAck = a.expect("submit_ack")
         assert ack.re == sub and ack.submissions_left == 0
 
-    events = _events(settings, back.attempt_id)
+    events = fetch_events(back.attempt_id)
     assert Counter(e["kind"] for e in events) == {
         "attempt_started": 1, "asked": 2, "answered": 2, "ordered": 2, "submitted": 1,
         "scored": 1,
