@@ -14,8 +14,9 @@ each client received it against the server time stamped in the message (`at`,
 same host, same clock). "All clients" latency is the slowest client per change.
 
 The baseline, in the same run: a naive broadcast server (one process, a loop of
-`await websocket.send_text` to every client) pushing a message of the same size
-to the same number of clients, measured the same way. Memory per idle
+`await websocket.send_text` to every client) pushing the very board message the
+arena sent last (without the per-connection seq/t) to the same number of clients,
+measured the same way; both report server CPU per change (from /proc). Memory per idle
 connection is the growth of the server processes' RSS divided by the clients.
 """
 
@@ -27,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -86,6 +88,12 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -139,6 +147,7 @@ def processes(
             except subprocess.TimeoutExpired:
                 p.kill()
         log.close()
+        shutil.rmtree(env["DATA_DIR"], ignore_errors=True)
 
 
 def prepare(base: str, contestants: int) -> tuple[str, str, list[str]]:
@@ -174,7 +183,7 @@ class _Listener(WSListener):
         data = frame.get_payload_as_bytes()
         v, at = _VERSION.search(data), _AT.search(data)
         if v and at:
-            self.owner.size = len(data)
+            self.owner.sample = data
             self.owner.latency.setdefault(int(v.group(1)), []).append(now - float(at.group(1)))
         elif not self.welcomed.done() and b'"welcome"' in data:
             self.welcomed.set_result(None)
@@ -190,7 +199,9 @@ class Clients:
     def __init__(self) -> None:
         self.transports: list[Any] = []
         self.latency: dict[int, list[float]] = {}
-        self.size = 0  # bytes of the last board seen, so the baseline pushes the same size
+        # The last board seen: the baseline pushes these very bytes, so both arms' clients
+        # parse the same message (the `at` field comes after the board).
+        self.sample = b""
 
     async def connect(self, urls: list[str], n: int, token: str = "",
                       tokens: list[str] | None = None) -> None:
@@ -226,19 +237,23 @@ def summarize(name: str, latency: dict[int, list[float]], n: int) -> dict[str, f
     if os.environ.get("FANOUT_DEBUG"):
         print({v: len(xs) for v, xs in sorted(latency.items())})
     all_have = [max(xs) for xs in complete.values()]
+    # The first client's latency is the cost before the broadcast starts (for arena:
+    # computing the board and the Redis hop); last minus first is the broadcast itself.
+    first = [min(xs) for xs in complete.values()]
     deliveries = [x for xs in complete.values() for x in xs]
     out = {"changes": len(complete), "incomplete": len(latency) - len(complete),
            "all_p50": _pct(all_have, 50), "all_p99": _pct(all_have, 99),
-           "all_max": max(all_have, default=float("nan")),
+           "all_max": max(all_have, default=float("nan")), "first_p50": _pct(first, 50),
            "each_p50": _pct(deliveries, 50), "each_p99": _pct(deliveries, 99)}
     print(f"{name:<28} changes={out['changes']:<3} incomplete={out['incomplete']:<2} "
           f"all-clients p50={out['all_p50']:7.1f} ms p99={out['all_p99']:7.1f} ms "
-          f"max={out['all_max']:7.1f} ms | per-delivery p50={out['each_p50']:6.1f} "
+          f"max={out['all_max']:7.1f} ms | first client p50={out['first_p50']:6.1f} ms"
+          f" | per-delivery p50={out['each_p50']:6.1f} "
           f"p99={out['each_p99']:6.1f} ms", flush=True)
     return out
 
 
-async def bench_arena(args: argparse.Namespace) -> tuple[dict[str, float], float, int, int]:
+async def bench_arena(args: argparse.Namespace) -> tuple[dict[str, float], float, int, bytes]:
     with services() as (db, redis_url), processes(args.processes, db, redis_url) as procs:
         bases = [b for b, _ in procs]
         _, spectator, tokens = prepare(bases[0], args.contestants)
@@ -256,6 +271,7 @@ async def bench_arena(args: argparse.Namespace) -> tuple[dict[str, float], float
         rss_after = sum(rss_kb(p.pid) for _, p in procs)
         per_conn = (rss_after - rss_before) * 1024 / args.clients
         clients.latency.clear()
+        cpu_before = sum(cpu_s(p.pid) for _, p in procs)
         items = ["exam_general", "exam_jvp", "exam_heart", "exam_lung", "exam_abdomen",
                  "test_ecg", "test_hs_ctni", "test_cbc", "test_chem", "test_coag", "test_lipids",
                  "test_echo", "test_cxr"]
@@ -264,10 +280,13 @@ async def bench_arena(args: argparse.Namespace) -> tuple[dict[str, float], float
             players.send(i, {"type": "order", "id": uuid.uuid4().hex, "item_id": item})
             await asyncio.sleep(args.gap)
         await asyncio.sleep(2)
+        cpu = sum(cpu_s(p.pid) for _, p in procs) - cpu_before
         await clients.close()
         await players.close()
         stats = summarize(f"arena, {args.processes} process(es)", clients.latency, args.clients)
-        return stats, per_conn, rss_after - rss_before, clients.size
+        stats["cpu_ms_per_change"] = cpu * 1000 / args.changes
+        print(f"  server CPU per change: {stats['cpu_ms_per_change']:.1f} ms", flush=True)
+        return stats, per_conn, rss_after - rss_before, clients.sample
 
 
 # ---- the naive baseline -----------------------------------------------------------------
@@ -309,7 +328,7 @@ def naive_server(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-async def bench_naive(args: argparse.Namespace, size: int) -> tuple[dict[str, float], float]:
+async def bench_naive(args: argparse.Namespace, sample: bytes) -> tuple[dict[str, float], float]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "loadtest.fanout_bench", "--naive-server",
                              str(port)], cwd=ROOT)
@@ -329,20 +348,28 @@ async def bench_naive(args: argparse.Namespace, size: int) -> tuple[dict[str, fl
         await clients.connect([f"ws://127.0.0.1:{port}/ws"], args.clients)
         await asyncio.sleep(3)
         per_conn = (rss_kb(proc.pid) - rss_before) * 1024 / args.clients
-        pad = "x" * max(0, size - 60)
+        # The arena's board message without the per-connection seq/t, `at` zeroed for the
+        # server to stamp, and the version counting up.
+        template = re.sub(rb'^\{"seq":[0-9]+,"t":[0-9.]+,', b"{", sample)
+        template = _AT.sub(b'"at":0', template, count=1)
         loop = asyncio.get_running_loop()
 
         def push(body: bytes) -> None:
             req = urllib.request.Request(f"http://127.0.0.1:{port}/broadcast", data=body)
             urllib.request.urlopen(req, timeout=60).close()
 
+        cpu_before = cpu_s(proc.pid)
         for v in range(1, args.changes + 1):
-            body = f'{{"type":"board","version":{v},"at":0,"pad":"{pad}"}}'.encode()
+            body = _VERSION.sub(b'"version":%d' % v, template, count=1)
             await loop.run_in_executor(None, push, body)
             await asyncio.sleep(args.gap)
         await asyncio.sleep(2)
+        cpu = cpu_s(proc.pid) - cpu_before
         await clients.close()
-        return summarize("naive loop, 1 process", clients.latency, args.clients), per_conn
+        stats = summarize("naive loop, 1 process", clients.latency, args.clients)
+        stats["cpu_ms_per_change"] = cpu * 1000 / args.changes
+        print(f"  server CPU per change: {stats['cpu_ms_per_change']:.1f} ms", flush=True)
+        return stats, per_conn
     finally:
         proc.terminate()
         proc.wait(15)
@@ -351,9 +378,9 @@ async def bench_naive(args: argparse.Namespace, size: int) -> tuple[dict[str, fl
 async def main_async(args: argparse.Namespace) -> None:
     print(f"machine: {os.cpu_count()} cores; clients={args.clients} changes={args.changes}",
           flush=True)
-    arena, per_conn, grown, size = await bench_arena(args)
-    print(f"board message: {size} bytes", flush=True)
-    naive, naive_conn = await bench_naive(args, size or 2500)
+    arena, per_conn, grown, sample = await bench_arena(args)
+    print(f"board message: {len(sample)} bytes", flush=True)
+    naive, naive_conn = await bench_naive(args, sample)
     print(f"memory per idle connection: arena {per_conn / 1024:.1f} KB "
           f"({grown / 1024:.1f} MB for {args.clients}), naive {naive_conn / 1024:.1f} KB",
           flush=True)
