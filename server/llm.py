@@ -5,33 +5,38 @@ has one code path whichever engine plays the patient. A turn that cannot be
 completed raises `LLMFailure`, carrying the text already streamed and a message
 the contestant can read (principle 6: degrade, don't die).
 
-The LLM engine talks to vLLM / Ollama through ONE shared `AsyncOpenAI` client
-whose connection pool is sized for the expected concurrent streams. Retries
+The LLM engine talks to vLLM / Ollama through shared `AsyncOpenAI` clients, made
+once per process, whose connection pools together are sized for the expected
+concurrent streams (split in shards of 64: a pool's bookkeeping grows with its
+size on every request). Retries
 happen only before the first token: once the contestant has seen text, a retry
 would stream a second, different answer after it. The upstream response is closed
 whenever the consumer stops (its task is cancelled or it closes the generator),
-so vLLM aborts the request instead of generating for nobody.
+so vLLM aborts the request instead of generating for nobody. Chunks are read as
+plain dicts, not SDK models: the per-token cost is what the relay's latency targets
+are made of. Queueing, the circuit breaker, the fallback and the output guard wrap
+these engines in server/relay.py; `make_engine` returns that wrapper.
 
-Metrics: `LLM_TTFT`, `LLM_ERRORS` (one per failed turn, by kind) and `LLM_TOKENS`
-(directions "prompt", "cached" and "completion"), all labelled by engine.
+Metrics: `LLM_TTFT` (upstream time to first token), `LLM_ERRORS` (one per failed turn,
+by kind) and `LLM_TOKENS` (directions "prompt", "cached" and "completion"), all
+labelled by engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Literal, Protocol, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol, cast
 
 import httpx2
 import msgspec
 import openai
-from openai.types.chat import ChatCompletionMessageParam
 
 from arena.matching import QuestionMatcher
-from arena.patient import PatientView, ScriptedPatient, Turn, build_messages
+from arena.patient import PatientView, ScriptedPatient, Turn
+from arena.prompt import build_messages
 from server.metrics import LLM_ERRORS, LLM_TOKENS, LLM_TTFT
 from server.settings import Settings
 
@@ -53,7 +58,9 @@ class Finished(msgspec.Struct, frozen=True):
     duration_ms: float
 
 
-FailureKind = Literal["connect", "timeout", "http", "stream_error", "length", "dropped"]
+FailureKind = Literal[
+    "connect", "timeout", "http", "stream_error", "length", "dropped", "unavailable", "busy"
+]
 
 _MESSAGES: dict[str, tuple[str, str]] = {
     "connect": (
@@ -80,6 +87,15 @@ _MESSAGES: dict[str, tuple[str, str]] = {
         "病人的回答中断了（与模型服务的连接断开），请重新提问。",
         "The patient's answer was cut off (the connection to the model service dropped). "
         "Please ask again.",
+    ),
+    "unavailable": (
+        "病人暂时无法回答（模型服务暂时不可用），请稍后重试。",
+        "The patient cannot answer right now (the model service is down for the moment). "
+        "Please retry shortly.",
+    ),
+    "busy": (
+        "病人暂时无法回答（排队的人太多），请稍后重试。",
+        "The patient cannot answer right now (too many questions are waiting). Please retry.",
     ),
 }
 _BUSY = (
@@ -157,7 +173,8 @@ class ScriptedEngine:
     ) -> AsyncIterator[Delta | Finished]:
         start = self._clock()
         patient = await self._patient(view)
-        text = patient.reply(question, history).text
+        # Matching embeds the question (milliseconds of CPU): off the event loop.
+        text = (await asyncio.to_thread(patient.reply, question, history)).text
         ttft: float | None = None
         pos = 0
         for size in itertools.cycle(self._SIZES):
@@ -223,6 +240,9 @@ def _retryable(failure: LLMFailure) -> bool:
     return failure.kind in ("connect", "stream_error", "dropped")
 
 
+_SHARD = 64  # connections per HTTP pool (see OpenAIEngine.__init__)
+
+
 class OpenAIEngine:
     """The patient played by any OpenAI-compatible endpoint (vLLM, Ollama)."""
 
@@ -239,45 +259,68 @@ class OpenAIEngine:
     ) -> None:
         self._model = settings.llm_model
         self._max_tokens = settings.llm_max_tokens
+        # The prompt may use what the context window leaves after the longest answer;
+        # beyond it older turns are summarised (arena.prompt.summary_cut).
+        self._prompt_budget = settings.llm_context_tokens - settings.llm_max_tokens
         self._attempts = attempts
         self._backoff = backoff_s
         self._temperature = temperature
         self._clock = clock
         self._check_timeout = settings.llm_connect_timeout
+        self._priority = settings.llm_priority
         # Read = the longest silence allowed between streamed chunks (and before the first).
         timeout = httpx2.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout)
-        n = settings.llm_max_connections
         # openai 3.x builds on httpx2; passing our own client is the only way to size the pool.
-        # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
-        http_client = openai.DefaultAsyncHttpxClient(
-            timeout=timeout,
-            limits=httpx2.Limits(max_connections=n, max_keepalive_connections=n),
-        )
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key,
-            max_retries=0,  # we retry ourselves, and only before the first token
-            timeout=timeout,
-            http_client=http_client,
-        )
+        # The pool walks all its connections on every request and every release, so one
+        # pool of 500 costs O(n^2) per wave of answers (13 % of the relay's CPU at 500
+        # streams, docs/benchmarks.md). The connections are therefore split over shards of
+        # at most _SHARD, each one shared AsyncOpenAI client, used in turn.
+        n = settings.llm_max_connections
+        shards = max(1, -(-n // _SHARD))
+        self._clients = [
+            openai.AsyncOpenAI(
+                base_url=settings.llm_base_url,
+                api_key=settings.llm_api_key,
+                max_retries=0,  # we retry ourselves, and only before the first token
+                timeout=timeout,
+                # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
+                http_client=openai.DefaultAsyncHttpxClient(
+                    timeout=timeout,
+                    limits=httpx2.Limits(
+                        max_connections=-(-n // shards), max_keepalive_connections=-(-n // shards)
+                    ),
+                ),
+            )
+            for _ in range(shards)
+        ]
+        self._next = itertools.cycle(self._clients)
 
     async def stream(
         self, view: PatientView, history: Sequence[Turn], question: str
     ) -> AsyncIterator[Delta | Finished]:
-        # build_messages returns plain role/content dicts: exactly the shape of these params.
-        messages = cast("list[ChatCompletionMessageParam]", build_messages(view, history, question))
+        body: dict[str, object] = {
+            "model": self._model,
+            "messages": build_messages(
+                view, history, question, budget_tokens=self._prompt_budget
+            ),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": self._max_tokens,
+            "temperature": self._temperature,
+        }
+        if self._priority is not None:
+            body["priority"] = self._priority  # vLLM --scheduling-policy priority
         start = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                upstream = await self._client.chat.completions.create(
-                    model=self._model,
-                    messages=messages,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    max_tokens=self._max_tokens,
-                    temperature=self._temperature,
+                # Chunks as plain dicts (cast_to=object): the SDK still maps HTTP errors,
+                # timeouts and error events, but skips building a pydantic model per token,
+                # which costs ~80 us each, 16x the JSON parse, on the relay's hot path.
+                upstream = await next(self._next).post(
+                    "/chat/completions", cast_to=object, body=body, stream=True,
+                    stream_cls=openai.AsyncStream[object],
                 )
             except openai.APIError as exc:
                 failure = _request_failure(exc)
@@ -291,28 +334,35 @@ class OpenAIEngine:
             ttft: float | None = None
             finish: str | None = None
             usage: Usage | None = None
+            # AsyncStream.__aiter__ is an async generator: typed as one so it can be closed.
+            chunks = cast("AsyncGenerator[object, None]", aiter(upstream))
             try:
-                async for chunk in upstream:
-                    if chunk.usage is not None:
-                        details = chunk.usage.prompt_tokens_details
+                async for raw in chunks:
+                    chunk = cast("dict[str, Any]", raw)
+                    counted = chunk.get("usage")
+                    if counted:
+                        details = counted.get("prompt_tokens_details")
                         usage = Usage(
-                            prompt_tokens=chunk.usage.prompt_tokens,
-                            completion_tokens=chunk.usage.completion_tokens,
-                            cached_tokens=details.cached_tokens if details else None,
+                            prompt_tokens=counted["prompt_tokens"],
+                            completion_tokens=counted["completion_tokens"],
+                            cached_tokens=details.get("cached_tokens") if details else None,
                         )
-                    if not chunk.choices:
+                    choices = chunk.get("choices")
+                    if not choices:
                         continue
-                    choice = chunk.choices[0]
-                    text = choice.delta.content if choice.delta else None
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta else None
                     if text:
                         if ttft is None:
                             ttft = self._clock() - start
                             LLM_TTFT.labels(engine=self.name).observe(ttft)
                         parts.append(text)
                         yield Delta(text)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-            except (openai.APIError, json.JSONDecodeError) as exc:
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            except (openai.APIError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                # ValueError: a chunk that is not JSON; the others: JSON of the wrong shape.
                 failure = _stream_failure(exc, "".join(parts))
                 if parts or not _retryable(failure) or attempt >= self._attempts:
                     LLM_ERRORS.labels(engine=self.name, kind=failure.kind).inc()
@@ -322,6 +372,9 @@ class OpenAIEngine:
             finally:
                 # Runs on cancellation and on aclose() too: closing an unfinished response
                 # closes its connection, which is how vLLM learns to abort the request.
+                # The SDK's iterator is closed here too, not left to the garbage collector,
+                # which could finalize it while it runs ("async generator already executing").
+                await chunks.aclose()
                 await upstream.close()
             await asyncio.sleep(self._backoff * attempt)
 
@@ -354,7 +407,7 @@ class OpenAIEngine:
 
     async def check(self) -> str | None:
         try:
-            page = await self._client.with_options(timeout=self._check_timeout).models.list()
+            page = await self._clients[0].with_options(timeout=self._check_timeout).models.list()
         except openai.APIStatusError as exc:
             return f"LLM endpoint answered HTTP {exc.status_code} to /models"
         except openai.APIError as exc:
@@ -365,13 +418,5 @@ class OpenAIEngine:
         return None
 
     async def aclose(self) -> None:
-        await self._client.close()
-
-
-def make_engine(
-    settings: Settings, matchers: Mapping[str, QuestionMatcher] | None = None
-) -> PatientEngine:
-    """The LLM engine when LLM_BASE_URL is set, else the offline scripted patient."""
-    if settings.llm_base_url:
-        return OpenAIEngine(settings)
-    return ScriptedEngine(settings, matchers=matchers)
+        for client in self._clients:
+            await client.close()

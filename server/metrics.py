@@ -35,3 +35,43 @@ LLM_TOKENS = Counter(
     "arena_llm_tokens_total", "Tokens by engine and direction", ["engine", "direction"],
     registry=REGISTRY,
 )
+
+# The relay (server/relay.py): what the contestant sees, the queue, the breaker, the guard.
+ANSWER_TTFT = Histogram(
+    "arena_answer_ttft_seconds",
+    "From an accepted question to the first answer frame queued to the contestant, by engine",
+    ["engine"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+ANSWER_GAP = Histogram(
+    "arena_answer_gap_seconds",
+    "Between consecutive answer frames queued to the contestant (inter-token as seen)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+LLM_QUEUE_WAIT = Histogram(
+    "arena_llm_queue_wait_seconds",
+    "Time an answer waited for a generation slot (0 when one was free)",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+LLM_QUEUED = Gauge(
+    "arena_llm_queued", "Answers waiting for a generation slot", registry=REGISTRY
+)
+LLM_ACTIVE = Gauge(
+    "arena_llm_active", "LLM generations in flight", registry=REGISTRY
+)
+LLM_BREAKER = Gauge(
+    "arena_llm_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+    registry=REGISTRY,
+)
+LLM_FALLBACKS = Counter(
+    "arena_llm_fallback_answers_total",
+    "Answers played by the scripted patient because the LLM breaker was open",
+    registry=REGISTRY,
+)
+LLM_GUARD_HITS = Counter(
+    "arena_llm_guard_hits_total", "Answers cut short by the output guard, by leak kind",
+    ["kind"], registry=REGISTRY,
+)

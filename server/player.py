@@ -305,10 +305,13 @@ class Player(Practice):
             )
         return event_id
 
-    async def _answer(self, turn: int, question: str) -> None:
+    def _fallback_allowed(self) -> bool:
+        return self._round().rules.fallback_scripted
+
+    async def _answer(self, turn: int, question: str, durable: asyncio.Future[None]) -> None:
         await self.res.live.mark_answering(self.attempt_id, ANSWERING_TTL_S, self.res.bus.instance)
         try:
-            await super()._answer(turn, question)
+            await super()._answer(turn, question, durable)
         finally:
             with contextlib.suppress(Exception):
                 await self.res.live.clear_answering(self.attempt_id)

@@ -26,7 +26,8 @@ from server import protocol
 from server.errors import ws_error
 from server.library import describe_patient
 from server.live import Progress
-from server.llm import Delta, Finished, LLMFailure
+from server.llm import LLMFailure
+from server.relay import Frames
 from server.resources import Resources
 
 log = logging.getLogger("arena.practice")
@@ -58,6 +59,10 @@ class Practice:
         self._answer_task: asyncio.Task[None] | None = None
         self._partial: list[str] = []
         self._scored: protocol.Scored | None = None
+        self._queue_notice: protocol.AnswerQueued | None = None
+        self._asked_at = 0.0
+        self._fallback_ok = True
+        self._engine_shown = res.engine.name  # the engine the contestant believes answers
 
     @property
     def actor(self) -> str:
@@ -126,50 +131,106 @@ class Practice:
 
     async def ask(self, msg: protocol.Ask) -> None:
         attempt = self._require()
+        # Matching embeds the question: milliseconds of CPU that must not hold up the
+        # answers streaming on this event loop. Done in a thread first, it leaves the
+        # embedding in the matcher's cache, where Attempt.ask then finds it.
+        await asyncio.to_thread(attempt.matcher.match, msg.text.strip(), topic=attempt.topic)
         asked = attempt.ask(msg.text, self._now())
+        # The answer starts while the question is written to PostgreSQL, so the model's time
+        # to first token hides the write; nothing is shown until the write has succeeded.
+        durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._partial = []
+        self._queue_notice = None
+        self._asked_at = time.perf_counter()
+        self._fallback_ok = self._fallback_allowed()
+        task = asyncio.create_task(self._answer(asked.turn, asked.text, durable))
         try:
             if await self._append("asked", asked, msg.id) is None:
-                attempt.retract(asked)  # a retry of a question already asked: say so
-                raise DuplicateRequest(
+                raise DuplicateRequest(  # a retry of a question already asked: say so
                     "这个问题已经收到，不会重复提问。", "This question was already asked."
                 )
         except BaseException:
+            task.cancel()  # closes the upstream request the answer may have opened
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             attempt.retract(asked)
             raise
+        self._answer_task = task
         self.send(protocol.AnswerStart(re=msg.id, turn=asked.turn))
+        durable.set_result(None)
+        if self._queue_notice is not None:
+            self.send(self._queue_notice)
+            self._queue_notice = None
         await self._progress()
-        self._partial = []
-        self._answer_task = asyncio.create_task(self._answer(asked.turn, asked.text))
 
-    async def _answer(self, turn: int, question: str) -> None:
+    def _fallback_allowed(self) -> bool:
+        """Whether the scripted patient may stand in while the LLM is down (practice: yes)."""
+        return True
+
+    def _queued(self, turn: int, position: int, durable: asyncio.Future[None]) -> None:
+        msg = protocol.AnswerQueued(turn=turn, position=position)
+        if durable.done():
+            self.send(msg)
+        else:  # the question is not durable yet: answer_start must come first
+            self._queue_notice = msg
+
+    def _tell_engine(self, name: str) -> None:
+        """Tell the contestant once when the scripted patient stands in, and when it stops."""
+        if name == self._engine_shown:
+            return
+        self._engine_shown = name
+        if name == "scripted":
+            zh = "模型服务暂时不可用，病人由离线引擎扮演。"
+            en = "The model service is unavailable for now; the offline patient is answering."
+        else:
+            zh = "模型服务已恢复，病人重新由模型扮演。"
+            en = "The model service is back; the model plays the patient again."
+        self.send(protocol.EngineNotice(engine=name, message=zh, message_en=en))
+
+    async def _answer(self, turn: int, question: str, durable: asyncio.Future[None]) -> None:
         """Stream the patient's answer to the contestant, then record it (ok or failed)."""
         attempt = self._require()
-        engine = self.res.engine
+        relay = self.res.engine
+        view = self.res.library.view(attempt.case.id)
+        gen = relay.generate(
+            key=self.attempt_id, case=attempt.case, view=view, history=list(attempt.transcript),
+            question=question, seed=turn, fallback_ok=self._fallback_ok,
+            on_queued=lambda position: self._queued(turn, position, durable),
+        )
+        frames = Frames(
+            lambda text: self.send(protocol.AnswerDelta(turn=turn, text=text)), self._asked_at
+        )
         started = time.perf_counter()
-        finished: Finished | None = None
         failure: LLMFailure | None = None
+        crashed = False
         try:
-            async for ev in engine.stream(
-                self.res.library.view(attempt.case.id), list(attempt.transcript), question
-            ):
-                if isinstance(ev, Delta):
-                    self._partial.append(ev.text)
-                    self.send(protocol.AnswerDelta(turn=turn, text=ev.text))
-                else:
-                    finished = ev
+            async with contextlib.aclosing(gen.texts()) as texts:
+                async for text in texts:
+                    if not durable.done():
+                        await durable
+                    if frames.engine is None:
+                        frames.engine = gen.engine.name
+                        self._tell_engine(gen.engine.name)
+                    self._partial.append(text)
+                    frames.push(text)
         except LLMFailure as exc:
             failure = exc
         except Exception:  # an engine bug must not leave the turn pending forever
-            log.exception("patient engine %s failed", engine.name)
-            finished = None
+            log.exception("patient engine %s failed", gen.engine.name)
+            crashed = True
+        if not durable.done():
+            await durable  # ask() cancels this task if the question could not be recorded
+        frames.flush()
         text = "".join(self._partial)
-        if failure is None and finished is not None:
+        finished = gen.finished
+        if failure is None and not crashed and finished is not None:
             usage = finished.usage
             answer = Answered(
-                turn=turn, text=text, status="ok", engine=engine.name,
+                turn=turn, text=text, status="ok", engine=gen.engine.name,
                 tokens_in=usage.prompt_tokens if usage else 0,
                 tokens_out=usage.completion_tokens if usage else 0,
                 ttft_ms=finished.ttft_ms, duration_ms=finished.duration_ms,
+                guard=gen.leak.kind if gen.leak else "",
             )
             end = protocol.AnswerEnd(
                 turn=turn, status="ok", tokens_in=answer.tokens_in, tokens_out=answer.tokens_out,
@@ -180,7 +241,7 @@ class Practice:
             zh = failure.message_zh if failure else "病人的回答中断了，请重新提问。"
             en = failure.message_en if failure else "The answer was cut off; ask again."
             answer = Answered(
-                turn=turn, text=text, status="failed", engine=engine.name, error=kind,
+                turn=turn, text=text, status="failed", engine=gen.engine.name, error=kind,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
             end = protocol.AnswerEnd(

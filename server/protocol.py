@@ -159,6 +159,23 @@ class AnswerDelta(ServerMessage, tag="answer_delta"):
     text: str
 
 
+class AnswerQueued(ServerMessage, tag="answer_queued"):
+    """Every LLM slot is busy: the answer waits its turn. `position` is the place in the
+    queue (1 = next), sent on joining and when it changes; 0 = the patient starts now."""
+
+    turn: int
+    position: int
+
+
+class EngineNotice(ServerMessage, tag="engine_notice"):
+    """Who plays the patient changed for this contestant: `scripted` while the model
+    service is down (where the round allows it), `llm` again once it is back."""
+
+    engine: str
+    message: str
+    message_en: str
+
+
 class AnswerEnd(ServerMessage, tag="answer_end"):
     turn: int
     status: Literal["ok", "failed"]
@@ -328,7 +345,8 @@ class Ack(ServerMessage, tag="ack"):
 
 
 ServerMsg = (
-    Welcome | PracticeStarted | AnswerStart | AnswerDelta | AnswerEnd | OrderResult | Scored
+    Welcome | PracticeStarted | AnswerStart | AnswerQueued | AnswerDelta | AnswerEnd
+    | EngineNotice | OrderResult | Scored
     | Pong | Error | Resync | RoundState | BoardUpdate | PlayState | SubmitAck | Results
     | Transcript | TranscriptLive | Reveal | Reload | Ack
 )

@@ -12,8 +12,8 @@ from server.auth import Accounts, Roster, Signer
 from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
-from server.llm import PatientEngine
 from server.objects import ObjectStore
+from server.relay import Relay
 from server.settings import Settings
 
 if TYPE_CHECKING:  # these modules use Resources themselves
@@ -26,7 +26,7 @@ class Resources(msgspec.Struct, kw_only=True):
     settings: Settings
     audit: AuditLog
     live: LiveState
-    engine: PatientEngine
+    engine: Relay  # the patient engine behind the gate, breaker and guard
     library: Library
     objects: ObjectStore
     # Server time in seconds since the epoch. Injected so tests can move time.

@@ -117,3 +117,13 @@ def sim(sim_root: str) -> Sim:
     s = Sim(sim_root)
     s.reset()
     return s
+
+
+@pytest.fixture(scope="module")
+def llm_server(settings: Settings, sim_root: str) -> Iterator[str]:
+    """A server whose patient is the LLM simulator, with short timeouts (one per module)."""
+    llm_settings = msgspec.structs.replace(
+        settings, llm_base_url=f"{sim_root}/v1", llm_read_timeout=2.0, llm_connect_timeout=2.0
+    )
+    with running_server(llm_settings) as url:
+        yield url

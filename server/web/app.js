@@ -228,6 +228,8 @@ const handlers = {
   answer_start: (m) => interview.onAnswerStart(m),
   answer_delta: (m) => interview.onDelta(m),
   answer_end: (m) => interview.onEnd(m),
+  answer_queued: (m) => interview.onQueued(m),
+  engine_notice: (m) => interview.onNotice(m),
   order_result: (m) => orders.onResult(m),
   scored: (m) => submission.onScored(m),
   error: onError,

@@ -131,7 +131,24 @@ export class Interview {
     const entry = this._patientBubble(msg.turn);
     entry.question = question;
     entry.bubble.dataset.state = "streaming";
+    this._status(entry, "病人正在思考…");
     this._setBusy(true);
+    this._scroll(stick);
+  }
+
+  /** answer_queued: every model slot is busy; position 0 means the answer starts now. */
+  onQueued(msg) {
+    const entry = this.turns.get(msg.turn);
+    if (!entry || entry.text.data) return;
+    this._status(entry, msg.position > 0 ? `排队中：第 ${msg.position} 位，请稍候…` : "病人正在思考…");
+  }
+
+  /** engine_notice: the offline patient stands in for the model, or the model is back. */
+  onNotice(msg) {
+    const stick = this._stick();
+    this.chat.append(h("p", {
+      class: "chat-note muted", role: "status", dataset: { testid: "engine-notice" },
+    }, msg.message));
     this._scroll(stick);
   }
 
@@ -139,14 +156,30 @@ export class Interview {
     const entry = this.turns.get(msg.turn);
     if (!entry) return;
     const stick = this._stick();
+    if (entry.status) this._status(entry, "");
     entry.text.appendData(msg.text);
     this._scroll(stick);
+  }
+
+  // The line under a bubble that has no words yet: "thinking", or the place in the queue.
+  _status(entry, text) {
+    if (!text) {
+      entry.status?.remove();
+      entry.status = null;
+      return;
+    }
+    if (!entry.status) {
+      entry.status = h("small", { class: "muted", dataset: { testid: "answer-status" } });
+      entry.bubble.append(entry.status);
+    }
+    entry.status.textContent = text;
   }
 
   onEnd(msg) {
     const entry = this.turns.get(msg.turn);
     if (entry) {
       const stick = this._stick();
+      this._status(entry, "");
       entry.bubble.dataset.state = msg.status === "ok" ? "done" : "failed";
       if (msg.status !== "ok") this._markFailed(entry, msg);
       this._scroll(stick);
@@ -203,7 +236,7 @@ export class Interview {
     }, h("span", { class: "msg-who" }, "病人"),
     h("p", { class: "msg-text", dataset: { testid: "bubble-text" } }, text));
     this.chat.append(bubble);
-    const entry = { bubble, text, question: "" };
+    const entry = { bubble, text, question: "", status: null };
     this.turns.set(turn, entry);
     return entry;
   }

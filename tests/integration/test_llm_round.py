@@ -8,19 +8,11 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from arena.patient import system_prompt
+from arena.prompt import system_prompt
+from server import protocol
 from server.library import Library
 from server.settings import Settings
 from tests.support import Client, Sim, running_server
-
-
-@pytest.fixture(scope="module")
-def llm_server(settings: Settings, sim_root: str) -> Iterator[str]:
-    llm_settings = msgspec.structs.replace(
-        settings, llm_base_url=f"{sim_root}/v1", llm_read_timeout=2.0, llm_connect_timeout=2.0
-    )
-    with running_server(llm_settings) as url:
-        yield url
 
 
 def start(c: Client, case_id: str = "stemi_inferior") -> str:
@@ -95,3 +87,82 @@ def test_disconnect_closes_the_upstream_stream(
     answered = next(e for e in fetch_events(attempt) if e["kind"] == "answered")["payload"]
     assert answered["status"] == "failed" and answered["error"] == "disconnected"
     assert answered["text"].startswith("痛")
+
+
+# ---------------------------------------------------------------- the relay at scale, end to end
+
+
+@pytest.fixture(scope="module")
+def relay_server(settings: Settings, sim_root: str) -> Iterator[str]:
+    """One LLM slot, a breaker that opens at the first failed turn and probes after 0.5 s."""
+    relay_settings = msgspec.structs.replace(
+        settings, llm_base_url=f"{sim_root}/v1", llm_read_timeout=2.0, llm_connect_timeout=2.0,
+        llm_max_concurrent=1, llm_breaker_failures=1, llm_breaker_cooldown=0.5,
+    )
+    with running_server(relay_settings) as url:
+        yield url
+
+
+def test_contestants_beyond_the_cap_are_told_their_place_in_the_queue(
+    relay_server: str, sim: Sim
+) -> None:
+    sim.configure(reply="胸口疼，" * 8, itl_ms=25)
+    with Client(relay_server) as a, Client(relay_server) as b, Client(relay_server) as c:
+        for client in (a, b, c):
+            start(client)
+        a.request("ask", text="哪里不舒服？")
+        first = a.expect("answer_delta").text  # a holds the only slot
+        b.request("ask", text="哪里不舒服？")
+        assert b.expect("answer_queued").position == 1
+        c.request("ask", text="哪里不舒服？")
+        assert c.expect("answer_queued").position == 2
+        texts = {}
+        for name, client in (("a", a), ("b", b), ("c", c)):
+            parts = [first] if client is a else []
+            while not isinstance(msg := client.recv(), protocol.AnswerEnd):
+                if isinstance(msg, protocol.AnswerDelta):
+                    parts.append(msg.text)
+            assert msg.status == "ok"
+            texts[name] = "".join(parts)
+        assert set(texts.values()) == {"胸口疼，" * 8}
+        told_b = [m.position for m in b.received if isinstance(m, protocol.AnswerQueued)]
+        told_c = [m.position for m in c.received if isinstance(m, protocol.AnswerQueued)]
+    assert told_b == [1, 0] and told_c == [2, 1, 0]
+    assert sim.stats()["requests"] == 3
+
+
+def test_a_leaked_diagnosis_never_reaches_the_contestant(
+    relay_server: str, sim: Sim, fetch_events  # type: ignore[no-untyped-def]
+) -> None:
+    sim.configure(reply="医生，我是不是下壁心梗了？我爸也是这个病，后来就走了。", itl_ms=10)
+    with Client(relay_server) as c:
+        attempt = start(c)
+        text, end, _ = c.answer("你觉得自己怎么了？")
+    assert end.status == "ok"
+    assert text.startswith("医生，我是不是") and "心梗" not in text and "下壁" not in text
+    assert len(text) > len("医生，我是不是")  # the in-character deflection followed
+    sim.wait_for(lambda s: s["streams_disconnected"] == 1)
+    answered = next(e for e in fetch_events(attempt) if e["kind"] == "answered")["payload"]
+    assert answered["status"] == "ok" and answered["text"] == text
+    assert answered["guard"] == "diagnosis"
+
+
+def test_llm_outage_switches_to_the_scripted_patient_and_back(
+    relay_server: str, sim: Sim
+) -> None:
+    sim.configure(fault="http_500")
+    with Client(relay_server) as c:
+        start(c)
+        text, end, _ = c.answer("什么时候开始痛的？")  # fails, opens the breaker, falls back
+        notice = next(m for m in c.received if isinstance(m, protocol.EngineNotice))
+        assert notice.engine == "scripted" and "离线" in notice.message
+        assert end.status == "ok" and text
+        requests = sim.stats()["requests"]
+        text, end, _ = c.answer("怎么个痛法？")
+        assert end.status == "ok" and text and sim.stats()["requests"] == requests
+        sim.configure(fault="none", reply="一直在痛。")
+        time.sleep(0.6)  # the breaker's cooldown: the next question probes the endpoint
+        text, end, _ = c.answer("现在还痛吗？")
+        assert end.status == "ok" and text == "一直在痛。"
+        notices = [m.engine for m in c.received if isinstance(m, protocol.EngineNotice)]
+        assert notices == ["scripted", "llm"]

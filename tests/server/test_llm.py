@@ -14,7 +14,8 @@ import pytest
 
 from arena.cases import Demographics, Fact, Opening, Persona, Vitals
 from arena.matching import QuestionMatcher
-from arena.patient import PatientView, ScriptedPatient, Turn, system_prompt
+from arena.patient import PatientView, ScriptedPatient, Turn
+from arena.prompt import approx_tokens, system_prompt
 from loadtest.llm_sim import DEFAULT_REPLY, tokenize
 from server.llm import (
     Delta,
@@ -22,9 +23,9 @@ from server.llm import (
     LLMFailure,
     OpenAIEngine,
     ScriptedEngine,
-    make_engine,
 )
 from server.metrics import REGISTRY
+from server.relay import make_engine
 from server.settings import Settings
 from tests.support import Sim
 
@@ -179,6 +180,26 @@ def test_shared_prompt_prefix_is_reported_as_cached(sim: Sim) -> None:
     assert first.usage.cached_tokens == 0
     assert second.usage is not None and second.usage.cached_tokens
     assert second.usage.cached_tokens >= 0.8 * second.usage.prompt_tokens
+
+
+def test_a_long_interview_is_summarised_within_the_context_window(sim: Sim) -> None:
+    """Past the budget, older turns travel as one summary; the system prompt stays first."""
+    history = tuple(
+        Turn(f"第{i}个问题：疼痛还有别的特点吗？", f"第{i}次回答：" + "疼得厉害，" * 20)
+        for i in range(40)
+    )
+    engine = engine_for(sim, llm_context_tokens=3000, llm_max_tokens=300)
+    _, finished, failure = run_engine(engine, history)
+    assert failure is None and finished is not None
+
+    sent = sim.stats()["last_request"]["messages"]
+    assert sent[0] == {"role": "system", "content": system_prompt(VIEW)}
+    assert sent[1] == {"role": "assistant", "content": VIEW.opening.statement}
+    assert sent[-1] == {"role": "user", "content": QUESTION}
+    # Fewer turns than were asked travel verbatim, and the oldest is not among them.
+    assert len(sent) < 2 + 2 * len(history) + 1
+    assert all("第0个问题" not in m["content"] or m is sent[2] for m in sent[1:])
+    assert approx_tokens("".join(m["content"] for m in sent)) <= 3000 - 300
 
 
 # ---------------------------------------------------------------- the contestant goes away

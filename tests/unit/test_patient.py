@@ -8,7 +8,8 @@ import pytest
 
 from arena.cases import Case, load_case
 from arena.matching import QuestionMatcher
-from arena.patient import ScriptedPatient, Turn, build_messages, patient_view, system_prompt
+from arena.patient import ScriptedPatient, Turn, patient_view
+from arena.prompt import build_messages, system_prompt
 from tests.unit.sample import sample_case
 
 CASES = Path(__file__).resolve().parents[2] / "cases"

@@ -1,0 +1,663 @@
+"""Patient relay: what the server adds to first token and between tokens at N concurrent streams.
+
+Usage (from the repository root, after `make test` or `make up` created .venv):
+
+    .venv/bin/python -m loadtest.relay_bench --streams 500 --ttft-ms 100 --itl-ms 20
+
+It starts the LLM simulator (`loadtest.llm_sim`, its own process; a reply of
+`--tokens` tokens) and one `arena serve` with the llm engine pointed at it, on
+the embedded PostgreSQL and Valkey (or DATABASE_URL / REDIS_URL when set), with
+the LLM connection pool sized for the streams. Two arms run against the same
+simulator in the same run, on the same schedule (every stream asks at the same
+moment, or spread over `--stagger-ms`):
+
+- through the server: N WebSocket clients (picows) each say hello, start a
+  practice and `ask`; per stream, TTFT is ask sent -> first `answer_delta`
+  received, ITL every gap between consecutive `answer_delta` frames.
+- direct: the same N streams straight to the simulator's
+  `/v1/chat/completions` (the body the server last sent, `stream: true`) over
+  pre-connected raw sockets with a hand-written HTTP/1.1 request; TTFT is
+  request sent -> first read carrying a content token, ITL every gap between
+  reads carrying content tokens.
+
+Server-added latency is the through-server percentile minus the direct one (p50
+vs p50, p99 vs p99). CPU per relayed chunk is the server process's CPU time
+(utime + stime from /proc) during its arm over the `answer_delta` frames it
+sent; the baseline is the simulator's CPU per token during the direct arm.
+
+The clients run in `--client-procs` worker processes (uvloop; picows for the
+WebSockets, an asyncio.Protocol for HTTP: both read callbacks, no per-chunk
+coroutine) so the load generator's own event-loop queueing stays small, and the
+two arms never run at the same time: each repeat runs both, alternating which
+goes first. Workers report their own CPU per chunk per arm, to show the client
+cost is comparable between the arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import itertools
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+
+from loadtest.fanout_bench import ROOT, _free_port, _http, _pct, _wait_http, processes, services
+from loadtest.llm_sim import DEFAULT_REPLY, tokenize
+
+CASE_ID = "stemi_inferior"
+QUESTION = "您哪里不舒服？什么时候开始的？"
+_TICK = os.sysconf("SC_CLK_TCK")
+# A content token in the simulator's SSE chunks (the role chunk has "role" first, the last "{}").
+_CONTENT = b'"delta":{"content":'
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def reply_of(tokens: int) -> str:
+    """A patient reply the simulator splits into exactly `tokens` tokens."""
+    pieces: list[str] = []
+    while len(pieces) < tokens:
+        pieces += tokenize(DEFAULT_REPLY)
+    text = "".join(pieces[:tokens])
+    assert len(tokenize(text)) == tokens
+    return text
+
+
+# ---- client side: runs in worker processes ----------------------------------------------
+
+
+class Stream:
+    """One stream's observations, in the worker's perf_counter seconds."""
+
+    __slots__ = ("arrivals", "counts", "done", "ended", "error", "payloads", "sent", "started")
+
+    def __init__(self) -> None:
+        self.sent = 0.0
+        self.started = 0.0  # answer_start (server arm): the question is durable
+        self.ended = 0.0
+        self.arrivals: list[float] = []
+        self.counts: list[int] = []  # content tokens per arrival (direct arm)
+        self.payloads: list[bytes] = []
+        self.error = ""
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(self, error: str = "") -> None:
+        if not self.done.done():
+            self.error = error
+            self.ended = time.perf_counter()
+            self.done.set_result(None)
+
+    def summary(self) -> dict[str, Any]:
+        a = self.arrivals
+        return {
+            "ttft": (a[0] - self.sent) * 1000 if a else None,
+            "start": (self.started - self.sent) * 1000 if self.started else None,
+            "relay": (a[0] - self.started) * 1000 if a and self.started else None,
+            "total": (self.ended - self.sent) * 1000,
+            "gaps": [(y - x) * 1000 for x, y in itertools.pairwise(a)],
+            "frames": len(a),
+            "error": self.error,
+        }
+
+
+def _picows() -> tuple[Any, Any, Any, Any]:
+    from picows import WSFrame, WSListener, WSMsgType, ws_connect
+
+    return WSFrame, WSListener, WSMsgType, ws_connect
+
+
+class WsClients:
+    """Students on the server, one WebSocket each, one practice each, one ask per round."""
+
+    def __init__(self) -> None:
+        self.transports: list[Any] = []
+        self.listeners: list[Any] = []
+        self.asked = 0
+        self.same_question = False
+
+    async def connect(self, url: str, n: int, same_question: bool) -> None:
+        self.same_question = same_question
+        _, WSListener, WSMsgType, ws_connect = _picows()
+        text = WSMsgType.TEXT
+
+        class Listener(WSListener):  # type: ignore[misc, valid-type]
+            def __init__(self) -> None:
+                self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                self.stream: Stream | None = None
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                now = time.perf_counter()
+                if frame.msg_type != text:
+                    if frame.msg_type == WSMsgType.CLOSE:
+                        transport.disconnect()
+                    return
+                data = frame.get_payload_as_bytes()
+                s = self.stream
+                head = data[:40]
+                if s is not None:
+                    if b'"answer_delta"' in head:
+                        s.arrivals.append(now)
+                        s.payloads.append(data)
+                        return
+                    if b'"answer_start"' in head:
+                        s.started = now
+                        return
+                    if b'"answer_end"' in head:
+                        s.payloads.append(data)
+                        s.finish()
+                        return
+                    if b'"error"' in head:
+                        s.finish(data.decode()[:200])
+                        return
+                if not self.reply.done():
+                    self.reply.set_result(data)
+
+            def on_ws_disconnected(self, transport: Any) -> None:
+                if self.stream is not None:
+                    self.stream.finish("disconnected")
+
+        sem = asyncio.Semaphore(50)
+
+        async def one(i: int) -> None:
+            async with sem:
+                transport, listener = await ws_connect(Listener, url,
+                                                       websocket_handshake_timeout=60)
+                for msg, want in (
+                    ({"type": "hello", "id": "h", "v": 1, "name": f"基准{i}"}, b'"welcome"'),
+                    ({"type": "start_practice", "id": "s", "case_id": CASE_ID},
+                     b'"practice_started"'),
+                ):
+                    listener.reply = asyncio.get_running_loop().create_future()
+                    transport.send(text, json.dumps(msg).encode())
+                    data = await asyncio.wait_for(listener.reply, 60)
+                    if want not in data:
+                        raise RuntimeError(f"expected {want!r}, got {data[:300]!r}")
+                    if want == b'"welcome"' and b'"engine":"llm"' not in data:
+                        raise RuntimeError(f"server is not on the llm engine: {data[:300]!r}")
+                self.transports.append(transport)
+                self.listeners.append(listener)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+    def streams(self) -> list[Stream]:
+        out = []
+        for lis in self.listeners:
+            lis.stream = Stream()
+            out.append(lis.stream)
+        return out
+
+    def fire(self, i: int, stream: Stream) -> None:
+        _, _, WSMsgType, _ = _picows()
+        self.asked += 1
+        # A new question text each time, as students ask (the server matches every question
+        # against the case's facts); --same-question repeats one, which the matcher caches.
+        text = QUESTION if self.same_question else f"{QUESTION}（{self.asked}）"
+        data = json.dumps({"type": "ask", "id": uuid.uuid4().hex, "text": text}).encode()
+        stream.sent = time.perf_counter()
+        self.transports[i].send(WSMsgType.TEXT, data)
+
+    async def close(self) -> None:
+        for t in self.transports:
+            t.disconnect()
+        await asyncio.gather(*(t.wait_disconnected() for t in self.transports),
+                             return_exceptions=True)
+
+
+class _Sse(asyncio.Protocol):
+    """A streamed completion read off the socket: timestamps and content tokens per read."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.stream: Stream | None = None
+        self.status_ok = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        s = self.stream
+        if s is None:
+            return
+        if not self.status_ok:
+            if not data.startswith(b"HTTP/1.1 200"):
+                s.finish(data[:200].decode(errors="replace"))
+                return
+            self.status_ok = True
+        n = data.count(_CONTENT)
+        if n:
+            s.arrivals.append(now)
+            s.counts.append(n)
+        if b"data: [DONE]" in data:
+            s.finish()
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.stream is not None:
+            self.stream.finish(f"connection lost: {exc!r}")
+
+
+class DirectClients:
+    """The same streams straight to the simulator: one fresh connection per stream and round."""
+
+    def __init__(self) -> None:
+        self.protocols: list[_Sse] = []
+        self.request = b""
+
+    async def connect(self, host: str, port: int, n: int, body: bytes) -> None:
+        self.request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}:{port}\r\n"
+            f"content-type: application/json\r\naccept: text/event-stream\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode() + body
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(50)
+
+        async def one() -> _Sse:
+            async with sem:
+                _, proto = await loop.create_connection(_Sse, host, port)
+                return proto
+
+        self.protocols = list(await asyncio.gather(*(one() for _ in range(n))))
+
+    def streams(self) -> list[Stream]:
+        out = []
+        for p in self.protocols:
+            p.stream = Stream()
+            out.append(p.stream)
+        return out
+
+    def fire(self, i: int, stream: Stream) -> None:
+        transport = self.protocols[i].transport
+        assert transport is not None
+        stream.sent = time.perf_counter()
+        transport.write(self.request)
+
+    async def close(self) -> None:
+        for p in self.protocols:
+            if p.transport is not None:
+                p.transport.close()
+        self.protocols = []
+
+
+async def run_round(clients: WsClients | DirectClients, start_wall: float,
+                    offsets: list[float], timeout: float, reply: str) -> dict[str, Any]:
+    """Fire stream i at start_wall + offsets[i] (seconds); wait for every stream to end."""
+    streams = clients.streams()
+    cpu0 = sum(os.times()[:2])
+    t0 = time.perf_counter() + (start_wall - time.time())
+    for i in sorted(range(len(streams)), key=offsets.__getitem__):
+        delay = t0 + offsets[i] - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        clients.fire(i, streams[i])
+    await asyncio.wait([s.done for s in streams], timeout=timeout)
+    cpu = sum(os.times()[:2]) - cpu0  # before the bookkeeping below
+    for s in streams:
+        if not s.done.done():
+            s.finish("timeout")
+    out = [s.summary() for s in streams]
+    # Where each reply token ends, in characters: maps a frame's text to the tokens it completes.
+    ends = list(itertools.accumulate(len(t) for t in tokenize(reply)))
+    for s, o in zip(streams, out, strict=True):
+        if isinstance(clients, DirectClients):
+            counts = s.counts
+            o["tokens"] = sum(counts)
+        else:
+            deltas = [msgspec.json.decode(p) for p in s.payloads]
+            end = deltas.pop() if deltas and deltas[-1].get("type") == "answer_end" else {}
+            texts = [d.get("text", "") for d in deltas]
+            o["text"] = "".join(texts)
+            o["tokens"] = end.get("tokens_out", 0)
+            if end.get("status") not in (None, "ok") and not o["error"]:
+                o["error"] = f"answer_end {end.get('status')}: {end.get('code')}"
+            cum = list(itertools.accumulate(len(t) for t in texts))
+            done = [bisect.bisect_right(ends, c) for c in cum]
+            counts = [b - a for a, b in zip([0, *done], done, strict=False)]
+        # Each token's arrival since its request (a read or frame carrying k tokens delivers
+        # all k at its arrival time): the view that coalescing cannot hide.
+        o["token_times"] = [(t - s.sent) * 1000
+                            for t, k in zip(s.arrivals, counts, strict=False) for _ in range(k)]
+    return {"streams": out, "cpu": cpu}
+
+
+async def worker_main(conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    ws = WsClients()
+    direct = DirectClients()
+    while True:
+        cmd, args = await loop.run_in_executor(None, conn.recv)
+        try:
+            if cmd == "ws_connect":
+                await ws.connect(*args)
+                result: Any = len(ws.transports)
+            elif cmd == "direct_connect":
+                await direct.connect(*args)
+                result = len(direct.protocols)
+            elif cmd == "ws_round":
+                result = await run_round(ws, *args)
+            elif cmd == "direct_round":
+                result = await run_round(direct, *args)
+                await direct.close()
+            elif cmd == "close":
+                await ws.close()
+                await direct.close()
+                conn.send(("ok", None))
+                return
+            else:
+                raise ValueError(cmd)
+            conn.send(("ok", result))
+        except Exception as exc:
+            conn.send(("error", repr(exc)))
+
+
+def worker(conn: Connection) -> None:
+    import uvloop  # the clients need a fast loop too, or they measure themselves
+
+    uvloop.run(worker_main(conn))
+
+
+class Workers:
+    """Client processes; a command goes to all of them, each with its share of the streams."""
+
+    def __init__(self, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=worker, args=(child,), daemon=True)
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+
+    def call(self, cmd: str, args_per_worker: list[tuple[Any, ...]]) -> list[Any]:
+        for c, args in zip(self.conns, args_per_worker, strict=True):
+            c.send((cmd, args))
+        out = []
+        for c in self.conns:
+            status, result = c.recv()
+            if status != "ok":
+                raise RuntimeError(f"client worker failed on {cmd}: {result}")
+            out.append(result)
+        return out
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.call("close", [()] * len(self.conns))
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+
+
+# ---- orchestration ----------------------------------------------------------------------
+
+
+@contextmanager
+def simulator(
+    args: argparse.Namespace, reply: str
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.llm_sim", "--port", str(port),
+         "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms), "--reply", reply],
+        cwd=ROOT,
+    )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/v1/models")
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def server_env(sim_port: int, streams: int) -> dict[str, str]:
+    """LLM settings for `arena serve`: pointed at the simulator, every cap above `streams`."""
+    from server.settings import Settings
+
+    env = {"LLM_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "LLM_MODEL": "patient",
+           "LLM_READ_TIMEOUT": "120", "LLM_CONNECT_TIMEOUT": "30"}
+    # Whatever concurrency caps the server has when this runs must not be what is measured.
+    cap = re.compile(r"llm_max_connections|concurren|max_streams|max_answers|in_?flight")
+    for f in msgspec.structs.fields(Settings):
+        if cap.search(f.name) and isinstance(f.default, int) and not isinstance(f.default, bool):
+            env[f.name.upper()] = str(max(f.default, 2 * streams))
+    return env
+
+
+def schedule(n: int, stagger_ms: float) -> list[float]:
+    return [i * stagger_ms / 1000 / n for i in range(n)]
+
+
+def split(xs: list[Any], k: int) -> list[list[Any]]:
+    return [xs[i::k] for i in range(k)]
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"p50": _pct(values, 50), "p99": _pct(values, 99), "n": len(values)}
+
+
+class Arm:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ttft: list[float] = []
+        self.start: list[float] = []
+        self.relay: list[float] = []
+        self.gaps: list[float] = []
+        # Per token j: arrival since the request minus the nominal TTFT + j x ITL.
+        self.late: list[float] = []
+        self.frames = 0
+        self.tokens = 0
+        self.streams = 0
+        self.failed: list[str] = []
+        self.server_cpu = 0.0  # seconds, server process (through-server arm only)
+        self.sim_cpu = 0.0
+        self.client_cpu = 0.0
+
+    def add(self, results: list[dict[str, Any]], reply: str | None, ttft_ms: float,
+            itl_ms: float) -> None:
+        for r in results:
+            self.client_cpu += r["cpu"]
+            for s in r["streams"]:
+                self.streams += 1
+                bad = s["error"] or (reply is not None and s.get("text") != reply)
+                if bad:
+                    self.failed.append(s["error"] or f"text differs: {s.get('text')!r}"[:200])
+                    continue
+                self.ttft.append(s["ttft"])
+                if s["start"] is not None:
+                    self.start.append(s["start"])
+                    self.relay.append(s["relay"])
+                self.gaps += s["gaps"]
+                self.late += [t - ttft_ms - j * itl_ms for j, t in enumerate(s["token_times"])]
+                self.frames += s["frames"]
+                self.tokens += s["tokens"]
+
+    def report(self) -> dict[str, Any]:
+        return {"ttft_ms": stats(self.ttft), "itl_ms": stats(self.gaps),
+                "token_lateness_ms": stats(self.late),
+                "ask_to_answer_start_ms": stats(self.start) if self.start else None,
+                "answer_start_to_first_delta_ms": stats(self.relay) if self.relay else None,
+                "streams": self.streams, "failed": len(self.failed), "frames": self.frames,
+                "tokens": self.tokens, "server_cpu_s": self.server_cpu,
+                "sim_cpu_s": self.sim_cpu, "client_cpu_s": self.client_cpu}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    reply = reply_of(args.tokens)
+    offsets = schedule(args.streams, args.stagger_ms)
+    k = args.client_procs
+    idx = split(list(range(args.streams)), k)
+    offs = [[offsets[i] for i in part] for part in idx]
+    timeout = 60 + args.streams * 0.2
+    arms = {"server": Arm("through server"), "direct": Arm("direct to simulator")}
+    with simulator(args, reply) as (sim_port, sim), services() as (db, redis_url):
+        os.environ.update(server_env(sim_port, args.streams))
+        with processes(1, db, redis_url) as procs:
+            base, server = procs[0]
+            print(f"server pid {server.pid} at {base}, simulator pid {sim.pid} on port "
+                  f"{sim_port}; LLM settings: "
+                  f"{ {k: v for k, v in server_env(sim_port, args.streams).items()} }",
+                  flush=True)
+            workers = Workers(k)
+            try:
+                url = base.replace("http", "ws", 1) + "/ws"
+                t = time.monotonic()
+                workers.call("ws_connect", [(url, len(p), args.same_question) for p in idx])
+                print(f"{args.streams} students connected and practising in "
+                      f"{time.monotonic() - t:.1f} s", flush=True)
+                sim_url = f"http://127.0.0.1:{sim_port}"
+
+                def server_round(arm: Arm | None) -> None:
+                    c0, s0 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
+                    start = time.time() + 0.3
+                    res = workers.call("ws_round", [(start, o, timeout, reply) for o in offs])
+                    c1, s1 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
+                    if arm is not None:
+                        arm.add(res, reply, args.ttft_ms, args.itl_ms)
+                        arm.server_cpu += c1 - c0
+                        arm.sim_cpu += s1 - s0
+
+                def direct_round(arm: Arm | None) -> None:
+                    body = msgspec.json.encode(_http(f"{sim_url}/sim/stats")["last_request"])
+                    workers.call("direct_connect",
+                                 [("127.0.0.1", sim_port, len(p), body) for p in idx])
+                    s0 = cpu_seconds(sim.pid)
+                    start = time.time() + 0.3
+                    res = workers.call("direct_round", [(start, o, timeout, reply) for o in offs])
+                    s1 = cpu_seconds(sim.pid)
+                    if arm is not None:
+                        arm.add(res, None, args.ttft_ms, args.itl_ms)
+                        arm.sim_cpu += s1 - s0
+
+                for _ in range(args.warmup):  # opens the server's pool, warms both paths
+                    server_round(None)
+                    direct_round(None)
+                for r in range(args.repeat):
+                    order = ("direct", "server") if r % 2 == 0 else ("server", "direct")
+                    for name in order:
+                        (server_round if name == "server" else direct_round)(arms[name])
+                        time.sleep(args.pause)
+                    print(f"round {r + 1}/{args.repeat} done", flush=True)
+            finally:
+                workers.close()
+    return {name: arm.report() | {"failures": arm.failed[:5]} for name, arm in arms.items()}
+
+
+def show(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    srv, dr = out["server"], out["direct"]
+    print(f"\nmachine: {os.cpu_count()} cores; streams={args.streams} ttft={args.ttft_ms} ms "
+          f"itl={args.itl_ms} ms tokens={args.tokens} repeat={args.repeat} "
+          f"stagger={args.stagger_ms} ms same_question={args.same_question} "
+          f"client processes={args.client_procs}")
+    print(f"{'ms':<22}{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}"
+          f"{'late p50':>9}{'late p99':>9}{'streams':>8}{'failed':>7}{'frames':>8}{'tokens':>8}")
+    for name, a in (("direct to simulator", dr), ("through server", srv)):
+        print(f"{name:<22}{a['ttft_ms']['p50']:>10.2f}{a['ttft_ms']['p99']:>10.2f}"
+              f"{a['itl_ms']['p50']:>9.3f}{a['itl_ms']['p99']:>9.3f}"
+              f"{a['token_lateness_ms']['p50']:>9.3f}{a['token_lateness_ms']['p99']:>9.3f}"
+              f"{a['streams']:>8}{a['failed']:>7}{a['frames']:>8}{a['tokens']:>8}")
+
+    def diff(key: str, p: str) -> float:
+        return float(srv[key][p] - dr[key][p])
+
+    added = {"ttft_p50_ms": diff("ttft_ms", "p50"), "ttft_p99_ms": diff("ttft_ms", "p99"),
+             "itl_p50_ms": diff("itl_ms", "p50"), "itl_p99_ms": diff("itl_ms", "p99"),
+             "token_lateness_p50_ms": diff("token_lateness_ms", "p50"),
+             "token_lateness_p99_ms": diff("token_lateness_ms", "p99")}
+    targets = {"ttft_p50_ms": 5.0, "ttft_p99_ms": 20.0, "itl_p50_ms": 0.5, "itl_p99_ms": 2.0,
+               "token_lateness_p50_ms": 0.5, "token_lateness_p99_ms": 2.0}
+    coalesce = srv["tokens"] / srv["frames"] if srv["frames"] else float("nan")
+    print("server-added (through server minus direct; 'late' = each token's arrival since the "
+          "request minus the nominal TTFT + j x ITL):")
+    for k, v in added.items():
+        verdict = "met" if v <= targets[k] else "NOT met"
+        if k.startswith("itl") and coalesce > 1.05:
+            verdict += " (frames coalesce tokens: compare token lateness)"
+        print(f"  {k:<24}{v:>+10.3f}   target <= {targets[k]}: {verdict}")
+    if srv["ask_to_answer_start_ms"]:
+        st = srv["ask_to_answer_start_ms"]
+        rl = srv["answer_start_to_first_delta_ms"]
+        print(f"through server, TTFT split: ask -> answer_start (question durable in PostgreSQL) "
+              f"p50 {st['p50']:.2f} / p99 {st['p99']:.2f} ms; answer_start -> first delta "
+              f"p50 {rl['p50']:.2f} / p99 {rl['p99']:.2f} ms")
+
+    def per(cpu_s: float, n: int) -> float:
+        return cpu_s / n * 1e6 if n else float("nan")
+
+    srv_token = per(srv["server_cpu_s"], srv["tokens"])
+    srv_frame = per(srv["server_cpu_s"], srv["frames"])
+    sim_token = per(dr["sim_cpu_s"], dr["tokens"])
+    cli = {n: per(a["client_cpu_s"], a["tokens"]) for n, a in out.items()}
+    print(f"frames vs tokens: {srv['frames']} answer_delta frames for {srv['tokens']} tokens "
+          f"({coalesce:.2f} tokens per frame); direct: {dr['frames']} reads for "
+          f"{dr['tokens']} tokens")
+    print(f"CPU per relayed chunk (upstream token): server {srv_token:.1f} us "
+          f"({srv_frame:.1f} us per frame sent; {srv['server_cpu_s']:.2f} s in all); baseline "
+          f"simulator {sim_token:.1f} us per token in the direct arm "
+          f"({per(srv['sim_cpu_s'], srv['tokens']):.1f} us during the server arm); "
+          f"ratio {srv_token / sim_token:.1f}x")
+    print(f"client CPU per token (load generator): direct {cli['direct']:.1f} us, "
+          f"through server {cli['server']:.1f} us")
+    summary = {"streams": args.streams, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
+               "tokens": args.tokens, "repeat": args.repeat, "stagger_ms": args.stagger_ms,
+               "same_question": args.same_question,
+               "direct": {k: v for k, v in dr.items() if k != "failures"},
+               "server": {k: v for k, v in srv.items() if k != "failures"},
+               "added": added, "server_us_per_token": srv_token,
+               "server_us_per_frame": srv_frame, "sim_us_per_token": sim_token,
+               "client_us_per_token": cli, "tokens_per_frame": coalesce}
+    for name, a in out.items():
+        if a["failures"]:
+            print(f"{name} failures (first 5): {a['failures']}")
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--ttft-ms", type=float, default=100.0)
+    parser.add_argument("--itl-ms", type=float, default=20.0)
+    parser.add_argument("--tokens", type=int, default=32, help="tokens per reply")
+    parser.add_argument("--repeat", type=int, default=3, help="measured rounds of both arms")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds of both arms")
+    parser.add_argument("--stagger-ms", type=float, default=0.0,
+                        help="spread the asks evenly over this window (0: all at once)")
+    parser.add_argument("--same-question", action="store_true",
+                        help="ask one text every time (the server's matcher caches it)")
+    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds between arms")
+    args = parser.parse_args()
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1: the direct arm replays the server's request")
+    show(args, run(args))
+
+
+if __name__ == "__main__":
+    main()

