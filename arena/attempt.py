@@ -33,7 +33,9 @@ MAX_DIFFERENTIALS = 10
 class Question(msgspec.Struct, frozen=True, kw_only=True):
     turn: int
     text: str
-    fact_ids: tuple[str, ...]
+    # None until the question is matched (`Attempt.matched`): matching embeds the text,
+    # milliseconds of CPU that the patient's answer does not wait for.
+    fact_ids: tuple[str, ...] | None
     at: float
 
 
@@ -54,6 +56,14 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
 class Asked(msgspec.Struct, frozen=True, tag="asked", kw_only=True):
     turn: int
     text: str
+    # Logs written before matching moved out of `ask` carry the facts here.
+    fact_ids: tuple[str, ...] | None = None
+
+
+class Matched(msgspec.Struct, frozen=True, tag="matched", kw_only=True):
+    """The facts a question asked about, as the matcher read it (scoring counts these)."""
+
+    turn: int
     fact_ids: tuple[str, ...]
 
 
@@ -139,15 +149,31 @@ class Attempt:
                 "病人还在回答上一个问题，请稍候。", "The patient is still answering."
             )
         turn = len(self.questions) + 1
-        fact_ids = tuple(m.fact_id for m in self.matcher.match(text, topic=self.topic))
-        self.questions.append(Question(turn=turn, text=text, fact_ids=fact_ids, at=now))
+        self.questions.append(Question(turn=turn, text=text, fact_ids=None, at=now))
         self._pending_turn = turn
-        return Asked(turn=turn, text=text, fact_ids=fact_ids)
+        return Asked(turn=turn, text=text)
+
+    def topic(self, turn: int) -> tuple[str, ...]:
+        """The facts the question before `turn` covered: what a follow-up ("多久了？") is
+        about. Match questions in turn order, so that one is known."""
+        before = self.questions[turn - 2] if turn >= 2 else None
+        return (before.fact_ids or ()) if before else ()
+
+    def match(self, turn: int) -> tuple[str, ...]:
+        """The facts question `turn` asks about. Reads only: safe to run off the event
+        loop while the answer streams; `matched` then records the result."""
+        q = self.questions[turn - 1]
+        return tuple(m.fact_id for m in self.matcher.match(q.text, topic=self.topic(turn)))
+
+    def matched(self, turn: int, fact_ids: tuple[str, ...]) -> Matched:
+        q = self.questions[turn - 1]
+        self.questions[turn - 1] = msgspec.structs.replace(q, fact_ids=fact_ids)
+        return Matched(turn=turn, fact_ids=fact_ids)
 
     @property
-    def topic(self) -> tuple[str, ...]:
-        """The facts the previous question covered: what a follow-up ("多久了？") is about."""
-        return self.questions[-1].fact_ids if self.questions else ()
+    def unmatched(self) -> list[int]:
+        """Turns still to be matched (e.g. the process that took them stopped first)."""
+        return [q.turn for q in self.questions if q.fact_ids is None]
 
     def answered(self, turn: int, answer: Answered) -> Answered:
         """Close the pending turn. A failed answer is kept out of the LLM's history."""
@@ -227,6 +253,10 @@ class Attempt:
                 Question(turn=asked.turn, text=asked.text, fact_ids=asked.fact_ids, at=at)
             )
             self._pending_turn = asked.turn
+        elif kind == "matched":
+            m = msgspec.convert(payload, Matched)
+            if 0 < m.turn <= len(self.questions):
+                self.matched(m.turn, m.fact_ids)
         elif kind == "answered":
             answer = msgspec.convert(payload, Answered)
             if self._pending_turn == answer.turn:
@@ -249,7 +279,7 @@ class Attempt:
 
     @property
     def asked_fact_ids(self) -> set[str]:
-        return {f for q in self.questions for f in q.fact_ids}
+        return {f for q in self.questions for f in q.fact_ids or ()}
 
     @property
     def ordered_ids(self) -> list[str]:

@@ -18,6 +18,7 @@ cache hits through the summary.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -59,12 +60,27 @@ _CATEGORY_ZH = {
 }
 
 
+# Built once per view: every answer starts with it (hundreds a second under load).
+_PROMPTS: dict[int, tuple[PatientView, str]] = {}
+
+
 def system_prompt(view: PatientView) -> str:
     """The system prompt that plays this patient.
 
     A pure function of the case (byte-identical for every contestant, question and
     turn); contains the persona and the patient-facing facts, nothing of the answer key.
     """
+    hit = _PROMPTS.get(id(view))
+    if hit is not None and hit[0] is view:  # the entry holds the view, so its id is its own
+        return hit[1]
+    if len(_PROMPTS) >= 256:
+        _PROMPTS.clear()
+    text = _system_prompt(view)
+    _PROMPTS[id(view)] = (view, text)
+    return text
+
+
+def _system_prompt(view: PatientView) -> str:
     d, p, o = view.demographics, view.persona, view.opening
     lines = [
         "你在医学生问诊训练中扮演一位真实的病人。始终以病人的身份、用第一人称、用口语回答。",
@@ -110,6 +126,7 @@ def system_prompt(view: PatientView) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.lru_cache(maxsize=8192)  # each turn is counted again on every later turn
 def approx_tokens(text: str) -> int:
     """A tokenizer-free token estimate: one per CJK character, one per 4 other characters.
 

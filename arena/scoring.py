@@ -112,7 +112,7 @@ def _coverage(
     lines, points = [], 0.0
     for item in items:
         max_p = section_points * item.weight / total_weight
-        by_q = next((q for q in questions if set(q.fact_ids) & set(item.facts)), None)
+        by_q = next((q for q in questions if set(q.fact_ids or ()) & set(item.facts)), None)
         by_o = next((o for o in ordered if o in item.orders), None)
         met = by_q is not None or by_o is not None
         if by_q is not None:

@@ -46,6 +46,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -70,6 +71,18 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def drain_background(base: str, limit_s: float = 300.0) -> None:
+    """Wait until the server has matched every question (arena_background_backlog 0)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("arena_background_backlog ") and float(line.split()[1]) == 0:
+                    return
+        time.sleep(0.1)
+    raise TimeoutError("the server's background matching did not drain")
 
 
 def reply_of(tokens: int) -> str:
@@ -476,6 +489,9 @@ class Arm:
         self.streams = 0
         self.failed: list[str] = []
         self.server_cpu = 0.0  # seconds, server process (through-server arm only)
+        # After the arm: the server matching its questions for scoring (background thread).
+        self.background_cpu = 0.0
+        self.background_s = 0.0
         self.sim_cpu = 0.0
         self.client_cpu = 0.0
 
@@ -505,6 +521,7 @@ class Arm:
                 "answer_start_to_first_delta_ms": stats(self.relay) if self.relay else None,
                 "streams": self.streams, "failed": len(self.failed), "frames": self.frames,
                 "tokens": self.tokens, "server_cpu_s": self.server_cpu,
+                "background_cpu_s": self.background_cpu, "background_s": self.background_s,
                 "sim_cpu_s": self.sim_cpu, "client_cpu_s": self.client_cpu}
 
 
@@ -538,10 +555,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     start = time.time() + 0.3
                     res = workers.call("ws_round", [(start, o, timeout, reply) for o in offs])
                     c1, s1 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
+                    t1 = time.monotonic()
+                    drain_background(base)  # so it does not run into the next arm
                     if arm is not None:
                         arm.add(res, reply, args.ttft_ms, args.itl_ms)
                         arm.server_cpu += c1 - c0
                         arm.sim_cpu += s1 - s0
+                        arm.background_cpu += cpu_seconds(server.pid) - c1
+                        arm.background_s += time.monotonic() - t1
 
                 def direct_round(arm: Arm | None) -> None:
                     body = msgspec.json.encode(_http(f"{sim_url}/sim/stats")["last_request"])
@@ -622,6 +643,9 @@ def show(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
           f"simulator {sim_token:.1f} us per token in the direct arm "
           f"({per(srv['sim_cpu_s'], srv['tokens']):.1f} us during the server arm); "
           f"ratio {srv_token / sim_token:.1f}x")
+    print(f"after the through-server arm, the server matched its questions for scoring in "
+          f"the background for {srv['background_s']:.2f} s ({srv['background_cpu_s']:.2f} s of "
+          f"CPU, not in the figures above)")
     print(f"client CPU per token (load generator): direct {cli['direct']:.1f} us, "
           f"through server {cli['server']:.1f} us")
     summary = {"streams": args.streams, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,

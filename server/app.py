@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import time
@@ -22,6 +23,7 @@ from arena.errors import ArenaError
 from server import api, errors, hub
 from server.audit import AuditLog
 from server.auth import Accounts, Roster, Signer, load_secret
+from server.background import Background
 from server.boards import Boards
 from server.bus import Bus
 from server.library import Library
@@ -102,6 +104,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         bus = Bus(live.r, settings.redis_prefix, history=settings.channel_history)
         engine = make_engine(settings, library.matchers)
         rounds: RoundService | None = None
+        background = Background()
         try:
             await audit.migrate()
             await bus.start()
@@ -114,6 +117,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 ),
                 clock=clock, bus=bus, signer=Signer(await load_secret(audit.pool)),
                 accounts=Accounts(audit.pool), roster=Roster(audit.pool),
+                background=background,
             )
             await _first_organizer(res)
             res.rounds = rounds = RoundService(audit, bus, library, clock)
@@ -121,12 +125,18 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             res.players = Players(res)
             rounds.start()
             app.state.resources = res
+            # Start-up leaves millions of long-lived objects (jieba's dictionary, the case
+            # matchers, the SDKs); every full collection would walk them again, pausing
+            # the loop 80-190 ms at a time under load (measured, docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             if rounds is not None:
                 await rounds.close()
             await bus.close()
             await engine.aclose()
+            background.close()
             await live.close()
             await audit.close()
 

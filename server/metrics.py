@@ -75,3 +75,8 @@ LLM_GUARD_HITS = Counter(
     "arena_llm_guard_hits_total", "Answers cut short by the output guard, by leak kind",
     ["kind"], registry=REGISTRY,
 )
+BACKGROUND_BACKLOG = Gauge(
+    "arena_background_backlog",
+    "Background jobs (question matching for scoring) submitted and not yet finished",
+    registry=REGISTRY,
+)

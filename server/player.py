@@ -131,6 +131,9 @@ class Player(Practice):
                     self._submit_ids.add(e.request_id)
                 attempt.replay(e.kind, e.payload, e.at)
         self.attempt = attempt
+        # Questions whose match was never recorded (a process stopped in between); a
+        # duplicate "matched" from a process still at it is harmless: matching is pure.
+        self._match_later(attempt, attempt.unmatched)
         self._card = cards[-1] if cards else None
         self._stop.append(self.res.bus.subscribe(attempt_channel(self.attempt_id), self._heard))
         self._stop.append(self.res.rounds.listen(self.round_id, self._round_changed))
@@ -340,6 +343,7 @@ class Player(Practice):
             self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
             return
         rnd = self._round()
+        await self._matched()
         now = self._now()
         submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)
         assert attempt.submission is not None

@@ -57,6 +57,7 @@ class Practice:
         self.attempt_id = ""
         self.attempt: Attempt | None = None
         self._answer_task: asyncio.Task[None] | None = None
+        self._matching: asyncio.Task[None] | None = None  # the last turn's background match
         self._partial: list[str] = []
         self._scored: protocol.Scored | None = None
         self._queue_notice: protocol.AnswerQueued | None = None
@@ -131,10 +132,8 @@ class Practice:
 
     async def ask(self, msg: protocol.Ask) -> None:
         attempt = self._require()
-        # Matching embeds the question: milliseconds of CPU that must not hold up the
-        # answers streaming on this event loop. Done in a thread first, it leaves the
-        # embedding in the matcher's cache, where Attempt.ask then finds it.
-        await asyncio.to_thread(attempt.matcher.match, msg.text.strip(), topic=attempt.topic)
+        # The question is matched (for scoring) after it is recorded, in the background:
+        # the answer needs only its text, so embedding it never delays the first token.
         asked = attempt.ask(msg.text, self._now())
         # The answer starts while the question is written to PostgreSQL, so the model's time
         # to first token hides the write; nothing is shown until the write has succeeded.
@@ -155,6 +154,7 @@ class Practice:
                 await task
             attempt.retract(asked)
             raise
+        self._match_later(attempt, [asked.turn])
         self._answer_task = task
         self.send(protocol.AnswerStart(re=msg.id, turn=asked.turn))
         durable.set_result(None)
@@ -162,6 +162,36 @@ class Practice:
             self.send(self._queue_notice)
             self._queue_notice = None
         await self._progress()
+
+    def _match_later(self, attempt: Attempt, turns: list[int]) -> None:
+        """Match `turns` for scoring on the background thread, after those before them."""
+        if not turns:
+            return
+        self._matching = asyncio.create_task(self._match(
+            attempt, self.round_id, self.attempt_id, turns, self._matching
+        ))
+
+    async def _match(
+        self, attempt: Attempt, round_id: str, attempt_id: str, turns: list[int],
+        before: asyncio.Task[None] | None,
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # a follow-up is read against the turn before it
+        for turn in turns:
+            try:
+                fact_ids = await self.res.background.run(attempt.match, turn)
+                matched = attempt.matched(turn, fact_ids)
+                await self.res.audit.append(
+                    round_id=round_id, attempt_id=attempt_id, actor="system", kind="matched",
+                    payload=matched, request_id=None,
+                )
+            except Exception:  # the turn stays unmatched and is matched again on rejoin
+                log.exception("matching turn %s of attempt %s failed", turn, attempt_id)
+
+    async def _matched(self) -> None:
+        """Wait until every question so far is matched: scoring counts what they covered."""
+        if self._matching is not None:
+            await asyncio.wait([self._matching])
 
     def _fallback_allowed(self) -> bool:
         """Whether the scripted patient may stand in while the LLM is down (practice: yes)."""
@@ -281,6 +311,7 @@ class Practice:
         if self._scored is not None and self._scored.re == msg.id:
             self.send(self._scored)  # the retry of a submission already applied
             return
+        await self._matched()
         now = self.res.clock()
         submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)
         assert attempt.submission is not None

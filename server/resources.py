@@ -9,6 +9,7 @@ import msgspec
 
 from server.audit import AuditLog
 from server.auth import Accounts, Roster, Signer
+from server.background import Background
 from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
@@ -35,6 +36,7 @@ class Resources(msgspec.Struct, kw_only=True):
     signer: Signer
     accounts: Accounts
     roster: Roster
+    background: Background  # question matching for scoring, off the answer's path
     # Set right after construction: they need the resources above.
     rounds: RoundService = None  # type: ignore[assignment]
     boards: Boards = None  # type: ignore[assignment]

@@ -45,7 +45,14 @@ def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_even
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gaps, in order
         assert all(m.t > 1.6e12 for m in c.received)  # server time in ms
 
-    events = fetch_events(started.attempt_id)
+    logged = fetch_events(started.attempt_id)
+    # Questions are matched for scoring in the background, each once, after it was asked
+    # and before the submission was scored.
+    kinds = [e["kind"] for e in logged]
+    matched = [e["payload"]["turn"] for e in logged if e["kind"] == "matched"]
+    assert matched == [1, 2] and kinds.index("matched") > kinds.index("asked")
+    assert len(kinds) - kinds[::-1].index("matched") < kinds.index("submitted")
+    events = [e for e in logged if e["kind"] != "matched"]
     kinds = [e["kind"] for e in events]
     assert kinds == ["practice_started", "asked", "answered", "asked", "answered", "ordered",
                      "submitted", "scored"]

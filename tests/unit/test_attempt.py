@@ -20,10 +20,13 @@ def make(deadline: float | None = None) -> Attempt:
     return Attempt(case, QuestionMatcher(case.facts), started_at=100.0, deadline=deadline)
 
 
-def test_question_records_matched_facts_and_blocks_until_answered() -> None:
+def test_question_is_matched_after_it_is_recorded_and_blocks_until_answered() -> None:
     a = make()
     asked = a.ask("胸口痛多久了？", now=101)
-    assert asked.turn == 1 and "onset" in asked.fact_ids
+    assert asked.turn == 1 and asked.fact_ids is None and a.unmatched == [1]
+    matched = a.matched(1, a.match(1))
+    assert "onset" in matched.fact_ids and a.unmatched == []
+    assert "onset" in a.asked_fact_ids
     with pytest.raises(TurnInProgress):
         a.ask("还有别的吗", now=102)
     a.answered(1, Answered(turn=1, text="两个小时", status="ok", engine="scripted"))
@@ -84,3 +87,25 @@ def test_retract_undoes_what_could_not_be_stored() -> None:
     sub = a.submit("心肌梗死", [], "", now=102)
     a.retract(sub)
     assert a.submission is None
+
+
+def test_a_follow_up_is_matched_against_the_turn_before_it() -> None:
+    a = make()
+    a.ask("抽烟吗？", now=101)
+    a.answered(1, Answered(turn=1, text="抽", status="ok", engine="llm"))
+    a.ask("一天几根？", now=102)
+    # Matched in turn order, as the server's background matcher does.
+    a.matched(1, a.match(1))
+    assert a.topic(2) == a.questions[0].fact_ids
+    assert a.matched(2, a.match(2)).fact_ids[:1] == ("smoking",)
+
+
+def test_replay_reads_matches_from_either_event() -> None:
+    old, new = make(), make()
+    # Logs from before matching moved out of `ask` carry the facts in "asked".
+    old.replay("asked", {"turn": 1, "text": "抽烟吗", "fact_ids": ["smoking"]}, at=101)
+    assert old.questions[0].fact_ids == ("smoking",) and old.unmatched == []
+    new.replay("asked", {"turn": 1, "text": "抽烟吗"}, at=101)
+    assert new.unmatched == [1]
+    new.replay("matched", {"turn": 1, "fact_ids": ["smoking"]}, at=101.2)
+    assert new.questions[0].fact_ids == ("smoking",) and new.unmatched == []
