@@ -20,6 +20,11 @@ moment, or spread over `--stagger-ms`):
   request sent -> first read carrying a content token, ITL every gap between
   reads carrying content tokens.
 
+The server matches each question for scoring on a background thread after the
+answer has started (server/background.py); after the through-server arm the bench
+waits until that backlog is empty (`arena_background_backlog` on /metrics) so it
+does not run into the next arm, and reports the time and CPU it took separately.
+
 Server-added latency is the through-server percentile minus the direct one (p50
 vs p50, p99 vs p99). CPU per relayed chunk is the server process's CPU time
 (utime + stime from /proc) during its arm over the `answer_delta` frames it
