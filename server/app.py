@@ -125,9 +125,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             res.players = Players(res)
             rounds.start()
             app.state.resources = res
-            # Start-up leaves millions of long-lived objects (jieba's dictionary, the case
+            # Start-up leaves many long-lived objects (jieba's dictionary, the case
             # matchers, the SDKs); every full collection would walk them again, pausing
-            # the loop 80-190 ms at a time under load (measured, docs/benchmarks.md).
+            # the loop for a tenth of a second or more at a time under load (a probe
+            # with gc.callbacks during loadtest.relay_bench; not committed).
             gc.collect()
             gc.freeze()
             yield

@@ -42,16 +42,13 @@ class Background:
         self._pool = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="arena-background", initializer=_lower_priority
         )
-        self.backlog = 0
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        self.backlog += 1
         BACKGROUND_BACKLOG.inc()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
         finally:
-            self.backlog -= 1
             BACKGROUND_BACKLOG.dec()
 
     def close(self) -> None:
