@@ -98,6 +98,12 @@ class GuardTerm(msgspec.Struct, frozen=True):
 def _norm_char(ch: str) -> str:
     if ch.isascii():
         return ch.lower() if ch.isalnum() else ""
+    return _norm_wide(ch)
+
+
+# Every streamed character passes here; an answer uses a few hundred distinct ones.
+@functools.lru_cache(maxsize=8192)
+def _norm_wide(ch: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKC", ch).casefold() if c.isalnum())
 
 

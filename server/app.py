@@ -104,8 +104,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         bus = Bus(live.r, settings.redis_prefix, history=settings.channel_history)
         engine = make_engine(settings, library.matchers)
         rounds: RoundService | None = None
-        background = Background()
+        background = Background(settings.cases_dir, embeddings=settings.embeddings)
         try:
+            await background.start()  # loads the library in its own process meanwhile
             await audit.migrate()
             await bus.start()
             res = Resources(
@@ -137,7 +138,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 await rounds.close()
             await bus.close()
             await engine.aclose()
-            background.close()
+            await background.close()
             await live.close()
             await audit.close()
 

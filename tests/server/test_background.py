@@ -1,0 +1,67 @@
+"""The matching process (server.background): the same facts as the in-process matcher,
+a new process after one dies, and a prompt stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from server.background import Background
+from server.library import Library
+
+CASES = Path(__file__).resolve().parents[2] / "cases"
+QUESTIONS = ["胸口疼多久了？", "抽烟吗？喝酒吗？", "以前得过什么病？", "有没有药物过敏？"]
+
+
+def test_the_child_matches_as_the_server_would() -> None:
+    library = Library.load(CASES, None)
+
+    async def main() -> list[tuple[str, ...]]:
+        bg = Background(CASES, embeddings=False)
+        try:
+            async with asyncio.timeout(60):
+                return list(await asyncio.gather(*(
+                    bg.match("stemi_inferior", q, ()) for q in QUESTIONS
+                )))
+        finally:
+            await bg.close()
+
+    got = asyncio.run(main())
+    matcher = library.matchers["stemi_inferior"]
+    assert got == [tuple(m.fact_id for m in matcher.match(q)) for q in QUESTIONS]
+    assert all(got)
+
+
+def test_a_dead_child_is_replaced_by_the_next_request() -> None:
+    async def main() -> None:
+        bg = Background(CASES, embeddings=False)
+        try:
+            async with asyncio.timeout(60):
+                first = await bg.match("stemi_inferior", QUESTIONS[0], ())
+                proc = bg._proc
+                assert proc is not None
+                os.kill(proc.pid, signal.SIGKILL)
+                while bg._proc is proc:  # until the reader sees the pipe close
+                    await asyncio.sleep(0.01)
+                assert await bg.match("stemi_inferior", QUESTIONS[0], ()) == first
+                assert bg._proc is not None and bg._proc.pid != proc.pid
+        finally:
+            await bg.close()
+
+    asyncio.run(main())
+
+
+def test_close_stops_the_child_even_while_it_loads() -> None:
+    async def main() -> None:
+        bg = Background(CASES, embeddings=True)  # loading e5 takes seconds
+        await bg.start()
+        proc = bg._proc
+        assert proc is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await bg.close()
+        assert proc.returncode is not None and loop.time() - began < 3
+
+    asyncio.run(main())
