@@ -43,7 +43,7 @@ class MatchRequest(msgspec.Struct, array_like=True):
 
 
 class MatchReply(msgspec.Struct, array_like=True):
-    id: int  # 0: the child is ready
+    id: int
     fact_ids: tuple[str, ...] = ()
     error: str = ""
 
@@ -61,16 +61,17 @@ class Background:
         self._pending: dict[int, asyncio.Future[tuple[str, ...]]] = {}
         self._encode = msgspec.json.Encoder().encode
         self._starting = asyncio.Lock()
-        self.ready = asyncio.Event()  # the child has loaded the library
 
     async def start(self) -> None:
-        """Start the child now, so that it loads the library while the server starts."""
-        if self._proc is not None and self._proc.returncode is None:
+        """Start the child now, so that it loads the library while the server starts.
+
+        `_proc` is cleared only when the reader has seen the child's output end (and
+        failed what it held), so a new child never starts with old requests pending."""
+        if self._proc is not None:
             return
         async with self._starting:
-            if self._proc is not None and self._proc.returncode is None:
+            if self._proc is not None:
                 return
-            self.ready.clear()
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "server.background", *self._args,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -102,9 +103,6 @@ class Background:
         try:
             while line := await proc.stdout.readline():
                 reply = decode(line)
-                if reply.id == 0:
-                    self.ready.set()
-                    continue
                 fut = self._pending.get(reply.id)
                 if fut is None or fut.done():
                     continue
@@ -117,9 +115,10 @@ class Background:
         if self._proc is proc:
             log.error("the matching process stopped; pending matches fail")
             self._proc = None
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(MatcherGone("matching process stopped"))
+        # Every request still pending was written to this child (or the server is closing).
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(MatcherGone("matching process stopped"))
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -149,8 +148,6 @@ def _serve(cases_dir: str, embeddings: bool) -> None:
     out = sys.stdout.buffer
     encode = msgspec.json.Encoder().encode
     decode = msgspec.json.Decoder(MatchRequest).decode
-    out.write(encode(MatchReply(0)) + b"\n")
-    out.flush()
     for line in sys.stdin.buffer:
         req = decode(line)
         try:

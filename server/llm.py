@@ -283,10 +283,10 @@ class SseStream(openai.AsyncStream[object]):
     async def chunks(self) -> AsyncGenerator[_Chunk, None]:
         buf = b""
         done = False
-        body = self.response.extensions.get("arena_body")
-        # server.upstream's Body hands over every byte that has arrived in one await;
-        # any other transport (a test's, say) is read through httpx2's iterator.
-        source = body if isinstance(body, Body) else _ByteReader(self.response.aiter_bytes())
+        # OpenAIEngine's transport (server.upstream) puts the body in the extensions: each
+        # read hands over every byte that has arrived, with no iterator layers between.
+        source = self.response.extensions["arena_body"]
+        assert isinstance(source, Body)
         try:
             while data := await source.read():
                 if done:  # the rest of the body, read so the connection can be reused
@@ -315,19 +315,6 @@ class SseStream(openai.AsyncStream[object]):
             raise _Broken("dropped", repr(exc)) from exc
         finally:
             await source.aclose()  # not left to the garbage collector (see OpenAIEngine.stream)
-
-
-class _ByteReader:
-    """`Body.read` over any async byte iterator."""
-
-    def __init__(self, it: AsyncGenerator[bytes, None]) -> None:
-        self._it = it
-
-    async def read(self) -> bytes:
-        return await anext(self._it, b"")
-
-    async def aclose(self) -> None:
-        await self._it.aclose()
 
 
 def _sse_data(event: bytes) -> tuple[bytes | None, str]:
@@ -380,14 +367,14 @@ class OpenAIEngine:
         timeout = httpx2.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout)
         # One shared client for the process. Its transport (server/upstream.py) holds up
         # to llm_max_connections kept-alive connections: one per concurrent stream.
-        self.pool = UpstreamPool(max_connections=settings.llm_max_connections)
+        pool = UpstreamPool(max_connections=settings.llm_max_connections)
         self._client = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
             max_retries=0,  # we retry ourselves, and only before the first token
             timeout=timeout,
             # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
-            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=self.pool),
+            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=pool),
         )
 
     async def stream(

@@ -4,10 +4,11 @@
 HTTP errors and timeouts, and our code keeps talking to one shared `AsyncOpenAI`
 client. Underneath, each connection is an `asyncio.Protocol` with httptools' C parser
 (the one uvicorn serves with): a streamed response costs one callback per socket read
-and one future per wait, where httpx's own pool (httpcore, anyio, h11) spent about
-100 us of the relay's CPU per token and 1-2 ms per request at 500 streams
-(docs/benchmarks.md). The relay reads the body straight from `Body`, which the
-response carries in its extensions (httpcore exposes its socket the same way).
+and one future per wait. Under httpx's own pool (httpcore, anyio, h11) the relay
+spent 100-170 us of CPU per token in all at 500 streams; over this one, 64-84 us
+(docs/benchmarks.md). The relay reads the body straight
+from `Body`, which the response carries in its extensions (httpcore exposes its
+socket the same way).
 
 What it does not do, because an LLM endpoint does not need it: HTTP/2, proxies,
 pipelining, request bodies streamed in parts, 1xx responses other than being skipped.

@@ -8,7 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-from server.background import Background
+import pytest
+
+from server.background import Background, MatcherGone
 from server.library import Library
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
@@ -53,15 +55,18 @@ def test_a_dead_child_is_replaced_by_the_next_request() -> None:
     asyncio.run(main())
 
 
-def test_close_stops_the_child_even_while_it_loads() -> None:
+def test_close_stops_the_child_even_while_it_loads_and_fails_what_waits() -> None:
     async def main() -> None:
         bg = Background(CASES, embeddings=True)  # loading e5 takes seconds
-        await bg.start()
+        waiting = asyncio.create_task(bg.match("stemi_inferior", QUESTIONS[0], ()))
+        await asyncio.sleep(0.1)
         proc = bg._proc
-        assert proc is not None
+        assert proc is not None and not waiting.done()
         loop = asyncio.get_running_loop()
         began = loop.time()
         await bg.close()
         assert proc.returncode is not None and loop.time() - began < 3
+        with pytest.raises(MatcherGone):  # told, not left waiting for ever
+            await asyncio.wait_for(waiting, 1)
 
     asyncio.run(main())
