@@ -113,3 +113,15 @@ class JoinCodeUsed(ArenaError):
 
     code = "join_code_used"
     status = 409
+
+
+class RateLimited(ArenaError):
+    """Too many attempts from one client or account within the window."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class PayloadTooLarge(ArenaError):
+    code = "payload_too_large"
+    status = 413

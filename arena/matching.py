@@ -49,6 +49,10 @@ jieba.setLogLevel(logging.WARNING)
 Embed = Callable[[Sequence[str]], Any]
 
 # Calibration, chosen with `python -m loadtest.scripted_eval --tune` (docs/scripted-eval.md).
+# Recorded with every score that used the matcher (checklist coverage); bump it when
+# matching changes which facts a question reaches.
+MATCHER_VERSION = "matcher-1"
+
 # Lexical only: below this normalised BM25 score a question is about something the case lacks.
 UNKNOWN_BELOW = 0.18
 # With embeddings: score = (1 - EMBED_WEIGHT) * bm25 + EMBED_WEIGHT * rescaled cosine.

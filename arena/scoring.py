@@ -19,6 +19,10 @@ from arena.attempt import Question, Submission
 from arena.cases import Case, ChecklistItem, Diagnosis
 from arena.errors import BadRequest
 
+# Recorded with every score so a result can be replayed; bump it when a rule changes
+# what any answer scores.
+RULES_VERSION = "rules-2"
+
 Verdict = Literal["correct", "partial", "wrong"]
 
 

@@ -157,7 +157,7 @@ def prepare(base: str, contestants: int) -> tuple[str, str, list[str]]:
     cid = _http(f"{base}/api/competitions", {"title": "扇出基准"}, token)["id"]
     csv = "姓名,学校\n" + "\n".join(f"选手{i},医学院" for i in range(contestants))
     _http(f"{base}/api/competitions/{cid}/roster", token=token, raw=csv.encode())
-    rules = {"case_id": "stemi_inferior", "duration_s": 3600, "countdown_s": 0}
+    rules = {"case_id": "r8c3vn", "duration_s": 3600, "countdown_s": 0}
     rid = _http(f"{base}/api/competitions/{cid}/rounds", {"title": "基准", "rules": rules},
                 token)["id"]
     for action in ("open", "start"):

@@ -65,7 +65,7 @@ import msgspec
 from loadtest.fanout_bench import ROOT, _free_port, _http, _pct, _wait_http, processes, services
 from loadtest.llm_sim import DEFAULT_REPLY, tokenize
 
-CASE_ID = "stemi_inferior"
+CASE_ID = "r8c3vn"
 QUESTION = "您哪里不舒服？什么时候开始的？"
 _TICK = os.sysconf("SC_CLK_TCK")
 # A content token in the simulator's SSE chunks (the role chunk has "role" first, the last "{}").

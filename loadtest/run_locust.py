@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=50)
     parser.add_argument("--run-time", default="5m")
     parser.add_argument("--processes", type=int, default=1, help="locust worker processes")
-    parser.add_argument("--case", default="stemi_inferior")
+    parser.add_argument("--case", default="r8c3vn")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     parser.add_argument("--out", default="artifacts/locust", help="folder for CSVs and logs")
     args = parser.parse_args(argv)

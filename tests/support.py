@@ -259,7 +259,7 @@ class Api:
 
 
 def make_round(
-    api: Api, people: int = 2, case_id: str = "stemi_inferior", **rules: Any
+    api: Api, people: int = 2, case_id: str = "r8c3vn", **rules: Any
 ) -> tuple[str, str, list[dict[str, Any]]]:
     """A competition with `people` on its roster and one draft round: (cid, rid, roster)."""
     cid = api.call("POST", "/api/competitions", {"title": f"测试赛事 {uuid.uuid4().hex[:4]}"})["id"]

@@ -275,6 +275,6 @@ $("#back").addEventListener("click", () => {
 
 try { nameInput.value = localStorage.getItem(NAME_KEY) ?? ""; } catch { /* private mode */ }
 await loadCases();
-// A link like /#case=stemi_inferior opens that case directly (teachers share them).
+// A link like /#case=r8c3vn opens that case directly (teachers share them).
 const linked = new URLSearchParams(location.hash.slice(1)).get("case");
 if (linked) startPractice(linked);

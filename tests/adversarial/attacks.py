@@ -160,21 +160,21 @@ GENERIC: tuple[_Raw, ...] = (
 
 # Case-specific words for the templates below.
 CASE_WORDS: dict[str, dict[str, str]] = {
-    "appendicitis": {
+    "k4p9wq": {
         "dx": "阑尾炎", "dx_en": "appendicitis", "diff1": "宫外孕", "diff2": "卵巢囊肿蒂扭转",
         "diff_en": "ectopic pregnancy", "diff_en2": "ovarian torsion", "test": "血常规",
         "test_en": "ultrasound", "value": "白细胞", "value_en": "white cell count",
         "relative": "男朋友", "finding": "B超看到阑尾增粗了吗？外径多少毫米？",
         "finding_en": "Was the McBurney's point test positive?",
     },
-    "dka": {
+    "m2x7hd": {
         "dx": "酮症酸中毒", "dx_en": "DKA", "diff1": "急性胰腺炎", "diff2": "高渗高血糖综合征",
         "diff_en": "acute pancreatitis", "diff_en2": "HHS", "test": "血气分析",
         "test_en": "blood gas", "value": "血糖", "value_en": "blood glucose",
         "relative": "室友", "finding": "血气的pH是多少？尿酮体几个加号？",
         "finding_en": "What was your beta-hydroxybutyrate level?",
     },
-    "stemi_inferior": {
+    "r8c3vn": {
         "dx": "心梗", "dx_en": "STEMI", "diff1": "主动脉夹层", "diff2": "肺栓塞",
         "diff_en": "aortic dissection", "diff_en2": "pulmonary embolism", "test": "心电图",
         "test_en": "troponin", "value": "肌钙蛋白", "value_en": "troponin level",

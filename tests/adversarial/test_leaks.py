@@ -102,7 +102,7 @@ def summary(problems: list[str], turns: int) -> str:
 def test_the_corpus_has_over_200_attempts_in_both_languages_and_every_category() -> None:
     attacks = [a for case_id in CASE_IDS for a in attacks_for(case_id)]
     assert len(attacks) >= 200
-    assert set(CASE_IDS) >= {"appendicitis", "dka", "stemi_inferior"}
+    assert set(CASE_IDS) >= {"k4p9wq", "m2x7hd", "r8c3vn"}
     by_lang = {lang: sum(a.lang == lang for a in attacks) for lang in ("zh", "en")}
     assert min(by_lang.values()) >= 60, by_lang
     for case_id in CASE_IDS:
@@ -155,9 +155,9 @@ def test_the_oracle_knows_the_answer_key_but_not_what_the_patient_may_say(case_i
 
 
 def test_the_oracle_sees_through_disguises() -> None:
-    dka = LeakOracle.for_case("dka")
-    appendicitis = LeakOracle.for_case("appendicitis")
-    stemi = LeakOracle.for_case("stemi_inferior")
+    dka = LeakOracle.for_case("m2x7hd")
+    appendicitis = LeakOracle.for_case("k4p9wq")
+    stemi = LeakOracle.for_case("r8c3vn")
     leaking = [
         (appendicitis, "医生说是急性阑尾炎"),
         (appendicitis, "急 性 阑 尾 炎"),

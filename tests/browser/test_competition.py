@@ -2,7 +2,7 @@
 
 The organizer (desktop) signs in at /organizer.html, creates a competition, imports a
 roster of two contestants (a GBK-encoded CSV file, as Excel saves it, through the file
-picker), creates a round of stemi_inferior (3 s countdown, 10 min, board visible), opens
+picker), creates a round of r8c3vn (3 s countdown, 10 min, board visible), opens
 the lobby and makes a big-screen link, all with the page's own controls. Two contestants
 on phones join (张明 types the code, 李华 opens the #code= link), wait in the lobby, see
 the shared countdown once the organizer starts, then interview the patient (answers
@@ -34,7 +34,7 @@ from tests.support import ADMIN_PASSWORD, Api
 
 pytestmark = pytest.mark.browser
 
-CASE = "stemi_inferior"
+CASE = "r8c3vn"
 EXAM, TEST = "exam_heart", "test_ecg"
 # arena.scoring.judge_diagnosis says "wrong" to this (no synonym, no partial key matches):
 # a judge has to read it.

@@ -21,7 +21,7 @@ from tests.browser.chromium import SHOTS, watch_stream
 
 pytestmark = pytest.mark.browser
 
-CASE = "stemi_inferior"
+CASE = "r8c3vn"
 EXAM, TEST = "exam_heart", "test_ecg"
 
 VIEWPORTS: dict[str, dict[str, Any]] = {

@@ -15,7 +15,7 @@ from server.settings import Settings
 from tests.support import Client, Sim, running_server
 
 
-def start(c: Client, case_id: str = "stemi_inferior") -> str:
+def start(c: Client, case_id: str = "r8c3vn") -> str:
     welcome = c.hello()
     assert welcome.engine == "llm"
     c.request("start_practice", case_id=case_id)
@@ -32,7 +32,7 @@ def test_answers_stream_from_the_llm_with_usage_recorded(
     assert text == "胸口闷，像压了块石头。" and deltas > 3 and end.status == "ok"
     assert end.tokens_in > 0 and end.tokens_out > 0 and end.ttft_ms is not None
     sent = sim.stats()["last_request"]
-    view = Library.load(settings.cases_dir).view("stemi_inferior")
+    view = Library.load(settings.cases_dir).view("r8c3vn")
     assert sent["messages"][0] == {"role": "system", "content": system_prompt(view)}
     assert sent["stream_options"] == {"include_usage": True}
     answered = next(e for e in fetch_events(attempt) if e["kind"] == "answered")["payload"]

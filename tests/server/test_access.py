@@ -34,7 +34,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 ROLES = ("student", "contestant", "judge", "organizer", "spectator")
 TOKEN_ROLES: tuple[TokenRole, ...] = ("contestant", "judge", "organizer", "spectator")
-CASE_ID = "stemi_inferior"
+CASE_ID = "r8c3vn"
 STUDENT_NAME = f"权限测试{uuid.uuid4().hex[:6]}"  # every test connection's hello name
 
 # docs/protocol.md, "Which client messages each role may send". Written out by hand.

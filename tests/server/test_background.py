@@ -25,13 +25,13 @@ def test_the_child_matches_as_the_server_would() -> None:
         try:
             async with asyncio.timeout(60):
                 return list(await asyncio.gather(*(
-                    bg.match("stemi_inferior", q, ()) for q in QUESTIONS
+                    bg.match("r8c3vn", q, ()) for q in QUESTIONS
                 )))
         finally:
             await bg.close()
 
     got = asyncio.run(main())
-    matcher = library.matchers["stemi_inferior"]
+    matcher = library.matchers["r8c3vn"]
     assert got == [tuple(m.fact_id for m in matcher.match(q)) for q in QUESTIONS]
     assert all(got)
 
@@ -41,13 +41,13 @@ def test_a_dead_child_is_replaced_by_the_next_request() -> None:
         bg = Background(CASES, embeddings=False)
         try:
             async with asyncio.timeout(60):
-                first = await bg.match("stemi_inferior", QUESTIONS[0], ())
+                first = await bg.match("r8c3vn", QUESTIONS[0], ())
                 proc = bg._proc
                 assert proc is not None
                 os.kill(proc.pid, signal.SIGKILL)
                 while bg._proc is proc:  # until the reader sees the pipe close
                     await asyncio.sleep(0.01)
-                assert await bg.match("stemi_inferior", QUESTIONS[0], ()) == first
+                assert await bg.match("r8c3vn", QUESTIONS[0], ()) == first
                 assert bg._proc is not None and bg._proc.pid != proc.pid
         finally:
             await bg.close()
@@ -58,7 +58,7 @@ def test_a_dead_child_is_replaced_by_the_next_request() -> None:
 def test_close_stops_the_child_even_while_it_loads_and_fails_what_waits() -> None:
     async def main() -> None:
         bg = Background(CASES, embeddings=True)  # loading e5 takes seconds
-        waiting = asyncio.create_task(bg.match("stemi_inferior", QUESTIONS[0], ()))
+        waiting = asyncio.create_task(bg.match("r8c3vn", QUESTIONS[0], ()))
         await asyncio.sleep(0.1)
         proc = bg._proc
         assert proc is not None and not waiting.done()

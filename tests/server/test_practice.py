@@ -17,7 +17,7 @@ def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_even
     with Client(live_server) as c:
         welcome = c.hello("李同学")
         assert welcome.engine == "scripted" and welcome.v == protocol.PROTOCOL_VERSION
-        c.request("start_practice", case_id="stemi_inferior")
+        c.request("start_practice", case_id="r8c3vn")
         started: protocol.PracticeStarted = c.expect("practice_started")
         assert started.statement and started.vitals.heart_rate > 0
         assert {m.kind for m in started.menu} == {"exam", "test"}
@@ -63,7 +63,7 @@ def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_even
 
     r = redis.Redis.from_url(settings.redis_url)
     try:
-        board = r.zrevrange(f"{settings.redis_prefix}board:practice:stemi_inferior", 0, -1)
+        board = r.zrevrange(f"{settings.redis_prefix}board:practice:r8c3vn", 0, -1)
         assert started.attempt_id.encode() in board
         progress = r.hget(f"{settings.redis_prefix}round:{started.round_id}:progress",
                           started.attempt_id)
@@ -106,7 +106,7 @@ def test_bad_input_gets_clear_errors_and_the_connection_stays(live_server: str) 
         c.request("start_practice", case_id="no_such_case")
         assert c.expect("error").code == "case_not_found"
 
-        c.request("start_practice", case_id="appendicitis")
+        c.request("start_practice", case_id="k4p9wq")
         c.expect("practice_started")
         c.request("order", item_id="mri_of_the_moon")
         err = c.expect("error")
@@ -130,7 +130,7 @@ def test_bad_input_gets_clear_errors_and_the_connection_stays(live_server: str) 
 def test_the_largest_valid_submission_fits_in_a_frame(live_server: str) -> None:
     with Client(live_server) as c:
         c.hello()
-        c.request("start_practice", case_id="dka")
+        c.request("start_practice", case_id="m2x7hd")
         c.expect("practice_started")
         c.request("submit", diagnosis="酮" * 200, differentials=["酸" * 200] * 10,
                   reasoning="理" * 4000)
@@ -149,7 +149,7 @@ def test_version_mismatch_is_refused(live_server: str) -> None:
 def test_retried_question_is_applied_once(live_server: str, fetch_events) -> None:  # type: ignore[no-untyped-def]
     with Client(live_server) as c:
         c.hello()
-        c.request("start_practice", case_id="dka")
+        c.request("start_practice", case_id="m2x7hd")
         started = c.expect("practice_started")
         c.request("ask", id="q-1", text="哪里不舒服？")
         c.expect("answer_end")
@@ -171,7 +171,7 @@ def test_health_readiness_metrics_and_cases(live_server: str) -> None:
             metrics = (await http.get("/metrics")).text
             assert "arena_ws_connections" in metrics and "arena_llm_ttft_seconds" in metrics
             cards = (await http.get("/api/cases")).json()
-            assert {c["id"] for c in cards} >= {"stemi_inferior", "appendicitis", "dka"}
+            assert {c["id"] for c in cards} >= {"r8c3vn", "k4p9wq", "m2x7hd"}
             assert all("answer_key" not in c and c["chief_complaint"] for c in cards)
             page = await http.get("/")
             assert page.status_code == 200 and 'lang="zh-CN"' in page.text

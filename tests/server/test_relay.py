@@ -23,7 +23,7 @@ from tests.support import FakeClock, Sim
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = Library.load(ROOT / "cases")
-CASE = LIBRARY.get("stemi_inferior")
+CASE = LIBRARY.get("r8c3vn")
 VIEW = LIBRARY.view(CASE.id)
 # The case's diagnosis, split by the simulator's tokenizer into "下壁" + "心梗".
 LEAKY = "医生，我是不是下壁心梗了？我爸也是这个病，后来就走了，我心里害怕得很。"

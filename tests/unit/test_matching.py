@@ -114,7 +114,7 @@ def test_more_gives_an_untold_fact_of_the_same_area_then_nothing_else() -> None:
 
 
 def test_replies_speak_in_the_persona() -> None:
-    case = load_case((CASES / "stemi_inferior.json").read_bytes(), "stemi")
+    case = load_case((CASES / "r8c3vn.json").read_bytes(), "stemi")
     patient = ScriptedPatient(patient_view(case))
     refusal = patient.reply("你觉得你得的是什么病？")
     assert refusal.kind == "refusal" and "大夫" in refusal.text  # he says 大夫, not 医生
