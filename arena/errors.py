@@ -125,3 +125,17 @@ class RateLimited(ArenaError):
 class PayloadTooLarge(ArenaError):
     code = "payload_too_large"
     status = 413
+
+
+class CaseUnavailable(NotFound):
+    """The case is not open to practice for this caller (a draft, contest-only, or used by a
+    round whose results are not published); to them it is as if it did not exist."""
+
+    code = "case_unavailable"
+
+
+class CaseReserved(ArenaError):
+    """The case is used by a round whose results are not published: it stays out of practice."""
+
+    code = "case_reserved"
+    status = 409

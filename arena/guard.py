@@ -10,7 +10,8 @@ Terms (`guard_terms`), each normalised (NFKC, case-folded, only letters and
 digits kept):
 
 - diagnosis / differential: every name, English name, synonym and ICD-10 code
-  of the primary diagnosis, partial-credit answers and differentials, plus the
+  of the primary diagnosis, partial-credit answers and differentials, and every
+  name the shared terminology (arena.terminology) knows for them, plus the
   name with a leading qualifier dropped ("急性阑尾炎" -> "阑尾炎", "Acute
   appendicitis" -> "appendicitis").
 - result: locked values from exam and test results, extracted by three rules
@@ -47,6 +48,7 @@ from typing import Any, Literal
 import msgspec
 
 from arena.cases import Case, Diagnosis, Persona
+from arena.terminology import surface_forms
 
 TermKind = Literal["diagnosis", "differential", "result"]
 
@@ -132,7 +134,8 @@ _POSITIVE_SIGN = re.compile(r"([A-Za-z\u4e00-\u9fff]{2,10})\s*(?:（\+）|\(\+\)
 
 
 def _diagnosis_names(d: Diagnosis) -> Iterable[str]:
-    for name in (d.name, d.name_en, *d.synonyms, d.icd10):
+    # The shared terminology adds the names a case did not list ("GERD", "食道癌").
+    for name in (d.name, d.name_en, *d.synonyms, d.icd10, *sorted(surface_forms(d.name))):
         if name:
             yield name
             stripped = _QUALIFIERS.sub("", name)

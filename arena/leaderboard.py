@@ -12,7 +12,10 @@ Order, in full (the same rule on every screen, so a judge can explain any row):
    most first), then by name. A submission still waiting for its score counts
    as submitted but is unranked until scored.
 
-During the freeze (封榜) the public board hides every result submitted at or
+Before results are published the public board shows progress only
+(`progress_view`: no score, no rank, an order that does not depend on scores),
+unless the round's rules choose open scoring; then it is the live board, and
+during the freeze (封榜) the public board hides every result submitted at or
 after the freeze: such an entry is "pending", listed as if it had not
 submitted yet (a resubmission hides the earlier score too). The reveal (揭榜)
 unfreezes pending entries one at a time from the bottom of the board upward,
@@ -63,6 +66,8 @@ class Row(msgspec.Struct, kw_only=True, frozen=True):
 class Board(msgspec.Struct, kw_only=True, frozen=True):
     rows: tuple[Row, ...]
     frozen: bool
+    # True for the progress board: no row carries a score or a rank (see progress_view).
+    progress_only: bool = False
 
 
 class RevealStep(msgspec.Struct, kw_only=True, frozen=True):
@@ -125,6 +130,21 @@ def live_view(entries: Iterable[Entry]) -> Board:
     return Board(rows=_rows(entries), frozen=False)
 
 
+def progress_view(entries: Iterable[Entry]) -> Board:
+    """The public board before results are published (unless the round opts into open
+    scoring): progress only. Every row has rank None, score None and pending False, and
+    the order never depends on a score: questions + orders descending, then name, then
+    attempt_id. attempt_ids must be unique."""
+    items = list(entries)
+    if len({e.attempt_id for e in items}) != len(items):
+        raise ValueError("duplicate attempt_id on the leaderboard")
+    items.sort(key=lambda e: (-(e.questions + e.orders), e.name, e.attempt_id))
+    rows = tuple(
+        msgspec.structs.replace(_row(e, None, pending=False), score=None) for e in items
+    )
+    return Board(rows=rows, frozen=False, progress_only=True)
+
+
 def _pending_ids(entries: Iterable[Entry], freeze_at: float) -> set[str]:
     return {e.attempt_id for e in entries
             if e.submitted_at is not None and e.submitted_at >= freeze_at}
@@ -137,14 +157,28 @@ def frozen_view(entries: Iterable[Entry], freeze_at: float) -> Board:
     return Board(rows=_rows(items, _pending_ids(items, freeze_at)), frozen=True)
 
 
-def reveal_steps(entries: Iterable[Entry], freeze_at: float) -> list[RevealStep]:
+def reveal_steps(
+    entries: Iterable[Entry], freeze_at: float, *, one_by_one: int | None = None
+) -> list[RevealStep]:
     """The reveal, ICPC-style: starting from the frozen board, unfreeze the lowest
     pending row, re-rank, repeat. Each step carries the board after it; the last board
-    equals `live_view(entries)` (frozen=False). No pending entries: no steps."""
+    equals `live_view(entries)` (frozen=False). No pending entries: no steps.
+    `freeze_at` = -inf reveals every submitted entry (a round whose public board showed
+    progress only). With `one_by_one` = k >= 1 and more than k pending entries, a first
+    step (attempt_id "", name "", score None) unfreezes at once every pending entry that
+    ends outside the top k pending of the final order, so a round of hundreds makes
+    k + 1 boards, not hundreds."""
     items = list(entries)
     by_id = {e.attempt_id: e for e in items}
     hidden = _pending_ids(items, freeze_at)
     steps: list[RevealStep] = []
+    if one_by_one is not None and 0 < one_by_one < len(hidden):
+        final = [r.attempt_id for r in _rows(items) if r.attempt_id in hidden]
+        hidden = set(final[:one_by_one])
+        steps.append(RevealStep(
+            attempt_id="", name="", score=None,
+            board=Board(rows=_rows(items, hidden), frozen=True),
+        ))
     rows = _rows(items, hidden)
     while hidden:
         lowest = next(r for r in reversed(rows) if r.pending)

@@ -50,6 +50,8 @@ JOIN_CODE_LENGTH = 8
 # Largest multiple of the alphabet size that fits in a byte: bytes at or above
 # it are discarded so every character is equally likely.
 _UNBIASED_LIMIT = 256 - 256 % len(JOIN_CODE_ALPHABET)
+# Control characters (tab and line breaks inside a cell are folded to spaces before this).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SEPARATORS = re.compile(r"[\s\-_.·—–]+")
 
 
@@ -168,6 +170,9 @@ def _row(
     for field, v in (("school", school), ("team", team)):
         if len(v) > MAX_FIELD_CHARS:
             problems.append(f"{FIELD_ZH[field]}超过 {MAX_FIELD_CHARS} 个字")
+    for field, v in value.items():
+        if _CONTROL.search(v):
+            problems.append(f"{FIELD_ZH[field]}含有不可见的控制字符")
     if email and (len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email)):
         problems.append(f"邮箱“{email}”格式不对")
     elif email:
@@ -183,6 +188,23 @@ def _row(
     if problems:
         return None, problems
     return RosterRow(name=name, school=school, team=team, email=email), []
+
+
+# What makes a spreadsheet read a cell as a formula (CSV injection: "=HYPERLINK(...)" in a
+# name runs when the organizer opens the export): these first characters, also after spaces.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """`value` as a CSV cell that Excel, LibreOffice and Sheets show as text, never run.
+
+    A value whose first non-space character is = + - @ (or that starts with a tab or
+    carriage return) gets a leading apostrophe, which spreadsheets hide and treat as
+    "text follows"; anything else is returned unchanged.
+    """
+    if value.lstrip(" ").startswith(_FORMULA_START) or value.startswith(("\t", "\r")):
+        return "'" + value
+    return value
 
 
 def make_join_code(rand: Callable[[int], bytes]) -> str:

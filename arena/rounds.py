@@ -21,6 +21,7 @@ server's clock yields in tests, within a microsecond for epoch timestamps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -51,6 +52,9 @@ class RoundRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # A later submission replaces the earlier one.
     max_submissions: int = 1
     fallback_scripted: bool = True
+    # Contestants, spectators and the public board see scores while the round runs.
+    # Off by default: with several submissions allowed a visible score is an oracle.
+    open_scoring: bool = False
 
 
 def check_rules(rules: RoundRules) -> list[str]:
@@ -425,6 +429,18 @@ class Round:
         if stopped is not None and stopped < t:
             return None
         return t
+
+    def scores_public(self) -> bool:
+        """Whether contestants, spectators and the public board may see scores, verdicts
+        and ranks by score: after publication, or all along when the rules choose open
+        scoring. Judges and organizers always may."""
+        return self.status == "published" or self.rules.open_scoring
+
+    def hidden_from(self) -> float | None:
+        """Server time from which submissions' results were kept off the public board,
+        where the reveal starts: -inf without open scoring (no score was ever public),
+        else `freeze_at()` (None: nothing was hidden)."""
+        return self.freeze_at() if self.rules.open_scoring else -math.inf
 
     def frozen(self, now: float) -> bool:
         """Whether the public board is frozen: once the global remaining time is within

@@ -479,7 +479,10 @@ def server_env(sim_port: int, streams: int) -> dict[str, str]:
     from server.settings import Settings
 
     env = {"LLM_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "LLM_MODEL": "patient",
-           "LLM_READ_TIMEOUT": "120", "LLM_CONNECT_TIMEOUT": "30"}
+           "LLM_READ_TIMEOUT": "120", "LLM_CONNECT_TIMEOUT": "30",
+           # Each stream asks every round; the per-connection question limit (which still
+           # costs its Redis round trip here, as in production) must never refuse one.
+           "ASK_LIMIT": "1000000/minute"}
     # Whatever concurrency caps the server has when this runs must not be what is measured.
     cap = re.compile(r"llm_max_connections|concurren|max_streams|max_answers|in_?flight")
     for f in msgspec.structs.fields(Settings):

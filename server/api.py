@@ -18,10 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from arena.errors import BadRequest
-from arena.roster import make_join_code, parse_roster
+from arena.errors import ArenaError, BadRequest
+from arena.roster import csv_cell, make_join_code, parse_roster
 from arena.rounds import ROUND_EVENT_KINDS, RoundRules
-from server.access import require
+from arena.secrecy import Visibility
+from server import judging, library, protocol
+from server.access import STAFF, optional, require
 from server.auth import Claims, ttl_for
 from server.resources import Resources
 from server.rounds import ACTIONS
@@ -54,6 +56,11 @@ class NewRound(msgspec.Struct, forbid_unknown_fields=True):
     rules: RoundRules
 
 
+class CaseVisibility(msgspec.Struct, forbid_unknown_fields=True):
+    visibility: Visibility
+    request_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
 class RoundAction(msgspec.Struct, forbid_unknown_fields=True):
     request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
@@ -66,15 +73,23 @@ def _json(data: object, status: int = 200) -> Response:
 
 
 async def _body(request: Request, typ: type[Any]) -> Any:
+    """The JSON body as `typ`; BadRequest naming the problem (the size is bounded by the
+    edge before the route runs: server/edge.py)."""
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise BadRequest("请求内容过大。", "Request body too large.")
+    depth = _res(request).settings.max_json_depth
+    if protocol.too_deep(raw, depth):
+        raise BadRequest(f"请求嵌套层数过多（上限 {depth} 层）。",
+                         f"Request nested too deeply (limit {depth} levels).")
     try:
-        return msgspec.json.decode(raw, type=typ)
+        body = msgspec.json.decode(raw, type=typ)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"请求格式错误：{exc}", f"Invalid request: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadRequest("请求不是合法的 JSON。", "Malformed JSON.") from exc
+    field = protocol.control_field(body)
+    if field is not None:
+        raise BadRequest(*protocol.control_message(field), field=field)
+    return body
 
 
 def _res(request: Request) -> Resources:
@@ -82,24 +97,49 @@ def _res(request: Request) -> Resources:
     return res
 
 
-def _issue(res: Resources, claims: Claims) -> dict[str, Any]:
-    return {"token": res.signer.issue(claims), "role": claims.role, "name": claims.name,
+async def _issue(res: Resources, claims: Claims) -> dict[str, Any]:
+    token, claims = await res.tokens.issue(claims)
+    return {"token": token, "role": claims.role, "name": claims.name,
             "competition_id": claims.competition_id, "round_id": claims.round_id,
             "exp": claims.exp}
+
+
+def _address(request: Request) -> str:
+    # uvicorn puts the X-Forwarded-For address here when the proxy is trusted
+    # (--forwarded-allow-ips; nginx on the same host by default).
+    return request.client.host if request.client else "unknown"
 
 
 async def login(request: Request) -> Response:
     res = _res(request)
     body: Login = await _body(request, Login)
-    role, display = await res.accounts.login(body.username.strip(), body.password)
+    address, username = _address(request), body.username.strip().lower()
+    # Checked before the password hash runs, so a locked-out address costs no scrypt time.
+    await res.limiter.check("login_address", address)
+    await res.limiter.check("login", address, username)
+    try:
+        role, display = await res.accounts.login(body.username.strip(), body.password)
+    except ArenaError:
+        await res.limiter.hit("login_address", address)
+        await res.limiter.hit("login", address, username)
+        raise
     claims = Claims(role=role, sub=body.username.strip(), name=display or body.username.strip(),
                     exp=res.clock() + ttl_for(role))
-    return _json(_issue(res, claims))
+    return _json(await _issue(res, claims))
+
+
+async def logout(request: Request) -> Response:
+    """Sign this token out everywhere (other tokens of the same person stay valid)."""
+    res = _res(request)
+    claims = require(request, "organizer", "judge", "contestant", "spectator")
+    await res.tokens.revoke(claims)
+    return _json({"ok": True})
 
 
 async def accounts(request: Request) -> Response:
     res = _res(request)
     claims = require(request, "organizer")
+    await res.limiter.hit("account", claims.sub)
     body: NewAccount = await _body(request, NewAccount)
     await res.accounts.add(body.username.strip(), body.role, body.password, body.display_name)
     await res.audit.append(round_id="", attempt_id=None, actor=f"organizer:{claims.sub}",
@@ -111,12 +151,18 @@ async def accounts(request: Request) -> Response:
 async def join(request: Request) -> Response:
     res = _res(request)
     body: Join = await _body(request, Join)
-    person = await res.roster.redeem(body.code)
+    address = _address(request)
+    await res.limiter.check("join", address)
+    try:
+        person = await res.roster.redeem(body.code)
+    except ArenaError:  # a wrong, malformed or used code: only failures count
+        await res.limiter.hit("join", address)
+        raise
     rnd = await res.players.current_round(person.competition_id)
     claims = Claims(role="contestant", sub=person.id, name=person.name,
                     competition_id=person.competition_id, round_id=rnd.round_id,
                     exp=res.clock() + ttl_for("contestant"))
-    return _json(_issue(res, claims))
+    return _json(await _issue(res, claims))
 
 
 async def me(request: Request) -> Response:
@@ -194,8 +240,9 @@ async def roster_csv(request: Request) -> Response:
     writer = csv.writer(out)
     writer.writerow(["姓名", "学校", "队伍", "邮箱", "参赛码", "链接"])
     for p in await res.roster.contestants(request.path_params["cid"]):
-        writer.writerow([p.name, p.school, p.team, p.email, p.join_code,
-                         _link(request, p.join_code)])
+        # Names and schools come from an uploaded roster: never a live formula in Excel.
+        writer.writerow([csv_cell(v) for v in (p.name, p.school, p.team, p.email, p.join_code,
+                                               _link(request, p.join_code))])
     return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": 'attachment; filename="roster.csv"'})
 
@@ -203,7 +250,11 @@ async def roster_csv(request: Request) -> Response:
 async def reissue(request: Request) -> Response:
     res = _res(request)
     require(request, "organizer")
-    code = await res.roster.reissue(request.path_params["pid"], make_join_code(os.urandom))
+    pid = request.path_params["pid"]
+    code = await res.roster.reissue(pid, make_join_code(os.urandom))
+    # The old code's device is signed out too: a reissue is how an organizer takes a
+    # contestant's seat back from a lost or shared phone.
+    await res.tokens.revoke_subject(f"contestant:{pid}")
     return _json({"join_code": code})
 
 
@@ -237,11 +288,51 @@ async def spectator_link(request: Request) -> Response:
     link = Claims(role="spectator", sub=f"screen-{uuid.uuid4().hex[:8]}", name="观众大屏",
                   competition_id=rnd.event_id, round_id=rnd.round_id,
                   exp=res.clock() + ttl_for("spectator"))
-    token = res.signer.issue(link)
+    token, link = await res.tokens.issue(link)
     await res.audit.append(round_id=rnd.round_id, attempt_id=None,
                            actor=f"organizer:{claims.sub}", kind="spectator_link",
                            payload={"sub": link.sub, "exp": link.exp})
     return _json({"token": token, "url": f"{request.base_url}screen.html?k={token}"}, 201)
+
+
+async def review(request: Request) -> Response:
+    """The judges' queue: submissions whose diagnosis the scoring rules left to a judge."""
+    require(request, "organizer", "judge")
+    return _json(await judging.review_queue(_res(request), request.path_params["rid"]))
+
+
+def _caller(request: Request) -> Claims | None:
+    """The caller's claims when a valid token came with the request, else None.
+
+    For routes anyone may call: a missing, expired or forged token is simply no token.
+    """
+    return optional(request)  # verified (revocation included) by the edge, server/edge.py
+
+
+async def cases(request: Request) -> Response:
+    """The cases the caller may play in practice; staff get every case and its access."""
+    res = _res(request)
+    claims = _caller(request)
+    cards = res.library.cards()
+    access = await library.case_access(res.audit.pool, [c.id for c in cards])
+    if claims is None or claims.role not in STAFF:
+        return _json([c for c in cards if access[c.id].practice_open()])
+    return _json([
+        {**msgspec.to_builtins(c), **msgspec.to_builtins(access[c.id]),
+         "practice_open": access[c.id].practice_open()}
+        for c in cards
+    ])
+
+
+async def case_visibility(request: Request) -> Response:
+    res = _res(request)
+    claims = require(request, "organizer")
+    body: CaseVisibility = await _body(request, CaseVisibility)
+    access = await library.set_visibility(
+        res.audit, res.library, request.path_params["case"], body.visibility,
+        actor=f"organizer:{claims.sub}", request_id=body.request_id or None,
+    )
+    return _json({**msgspec.to_builtins(access), "practice_open": access.practice_open()})
 
 
 _STAFF_KINDS = ROUND_EVENT_KINDS | {"adjudicated", "overridden", "spectator_link"}
@@ -269,8 +360,11 @@ async def export(request: Request) -> Response:
 
 
 ROUTES = [
+    Route("/api/cases", cases),
+    Route("/api/cases/{case}/visibility", case_visibility, methods=["POST"]),
     Route("/api/login", login, methods=["POST"]),
     Route("/api/join", join, methods=["POST"]),
+    Route("/api/logout", logout, methods=["POST"]),
     Route("/api/accounts", accounts, methods=["POST"]),
     Route("/api/me", me),
     Route("/api/competitions", competitions, methods=["GET", "POST"]),
@@ -282,5 +376,6 @@ ROUTES = [
     Route("/api/rounds/{rid}/spectator", spectator_link, methods=["POST"]),
     Route("/api/rounds/{rid}/audit", audit),
     Route("/api/rounds/{rid}/export", export),
+    Route("/api/rounds/{rid}/review", review),
     Route("/api/rounds/{rid}/{action}", round_action, methods=["POST"]),
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -22,19 +23,23 @@ from starlette.staticfiles import StaticFiles
 from arena.errors import ArenaError
 from server import api, errors, hub
 from server.audit import AuditLog
-from server.auth import Accounts, Roster, Signer, load_secret
+from server.audit import prepare as prepare_database
+from server.auth import Accounts, Roster
 from server.background import Background
 from server.boards import Boards
 from server.bus import Bus
+from server.edge import Edge, redact_access_log
 from server.library import Library
 from server.live import LiveState
 from server.metrics import REGISTRY
 from server.objects import open_store
 from server.player import Players
+from server.ratelimit import RateLimiter
 from server.relay import make_engine
 from server.resources import Resources
 from server.rounds import RoundService
 from server.settings import Settings
+from server.tokens import Tokens
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger("arena.app")
@@ -42,11 +47,6 @@ log = logging.getLogger("arena.app")
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status, media_type="application/json")
-
-
-async def cases(request: Request) -> Response:
-    res: Resources = request.app.state.resources
-    return _json(res.library.cards())
 
 
 async def healthz(request: Request) -> Response:
@@ -92,6 +92,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     """Build the app. `settings` must name PostgreSQL and Redis URLs (see `arena up`)."""
     if not settings.database_url or not settings.redis_url:
         raise ValueError("create_app needs database_url and redis_url; `arena up` provides them")
+    redact_access_log()  # before uvicorn logs the first request line
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -99,7 +100,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         library = await asyncio.to_thread(
             Library.load, settings.cases_dir, "auto" if settings.embeddings else None
         )
-        audit = await AuditLog.open(settings.database_url, settings.database_schema)
+        # Migrations run as the owner; the pool logs in as the app role, which can only
+        # append to and read the event log (settings.database_app_user).
+        await prepare_database(
+            settings.database_url, settings.database_schema,
+            settings.database_app_user, settings.database_app_password,
+        )
+        audit = await AuditLog.open(settings.app_database_url, settings.database_schema)
         live = LiveState.open(settings.redis_url, settings.redis_prefix)
         bus = Bus(live.r, settings.redis_prefix, history=settings.channel_history)
         engine = make_engine(settings, library.matchers)
@@ -107,7 +114,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         background = Background(settings.cases_dir, embeddings=settings.embeddings)
         try:
             await background.start()  # loads the library in its own process meanwhile
-            await audit.migrate()
             await bus.start()
             res = Resources(
                 settings=settings, audit=audit, live=live, engine=engine, library=library,
@@ -116,7 +122,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                     secret_key=settings.s3_secret_key, bucket=settings.s3_bucket,
                     secure=settings.s3_secure, folder=settings.data_dir / "objects",
                 ),
-                clock=clock, bus=bus, signer=Signer(await load_secret(audit.pool)),
+                clock=clock, bus=bus,
+                tokens=await Tokens.open(audit.pool, live.r, settings.redis_prefix, clock),
+                limiter=RateLimiter(live.r, settings.redis_prefix, settings),
                 accounts=Accounts(audit.pool), roster=Roster(audit.pool),
                 background=background,
             )
@@ -147,7 +155,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     return Starlette(
         routes=[
-            Route("/api/cases", cases),
             *api.ROUTES,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -156,5 +163,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             Mount("/", StaticFiles(directory=WEB, html=True), name="web"),
         ],
         lifespan=lifespan,
-        exception_handlers={ArenaError: errors.http_error, 404: not_found},
+        middleware=[Middleware(Edge)],
+        exception_handlers={
+            ArenaError: errors.http_error, 404: not_found,
+            # Text PostgreSQL refuses (a NUL in a path): a 400 naming it, not a 500.
+            **dict.fromkeys(errors.BAD_TEXT, errors.http_error),
+        },
     )

@@ -164,7 +164,11 @@ class AuditLog:
         if schema != "public":
             conn = await asyncpg.connect(url)
             try:
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                # Only when missing: the app role may not create schemas, but may use one.
+                if not await conn.fetchval(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema
+                ):
+                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             finally:
                 await conn.close()
         pool = await asyncpg.create_pool(
@@ -177,8 +181,12 @@ class AuditLog:
         await self._batcher.drain()
         await self.pool.close()
 
-    async def migrate(self) -> list[str]:
-        """Apply pending migrations in order; return the names applied now."""
+    async def migrate(self, app_user: str = "", app_password: str = "") -> list[str]:
+        """Apply pending migrations in order; return the names applied now.
+
+        With `app_user`, also create that login role if missing and give it what the
+        server needs and no more (see `_grant_app`). Run this as the owner of the schema.
+        """
         applied_now: list[str] = []
         async with self.pool.acquire() as conn:
             await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
@@ -199,6 +207,8 @@ class AuditLog:
                         )
                     log.info("applied migration %s", version)
                     applied_now.append(version)
+                if app_user:
+                    await _grant_app(conn, app_user, app_password)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
         return applied_now
@@ -285,6 +295,58 @@ def _event(row: asyncpg.Record) -> Event:
         kind=row["kind"], request_id=row["request_id"], payload=row["payload"],
         at=row["created_at"].timestamp(),
     )
+
+
+# What the app role may do per table. Every table not named here gets plain DML (no
+# TRUNCATE); the log may only be appended to and read; the chain head is written by
+# the SECURITY DEFINER trigger alone. Granted again at every start, so a table a later
+# migration adds is covered without a line here.
+_APP_RESTRICTED = {
+    "events": "SELECT, INSERT",
+    "events_chain": "",
+    "schema_migrations": "SELECT",
+}
+
+
+async def _grant_app(conn: Any, user: str, password: str) -> None:
+    """Create the app's login role if missing and give it the rights it needs, no more."""
+    ident = await conn.fetchval("SELECT quote_ident($1)", user)
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
+        try:
+            await conn.execute(f"CREATE ROLE {ident} LOGIN")
+        except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+            pass  # roles are cluster-wide: another database's migrator made it just now
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise RuntimeError(
+                f"DATABASE_URL's user may not create the app role {user!r}: create it"
+                f" (CREATE ROLE {ident} LOGIN) or give that user CREATEROLE"
+            ) from exc
+    if password:
+        await conn.execute(await conn.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', "
+                                               "$1::text, $2::text)", user, password))
+    schema = await conn.fetchval("SELECT quote_ident(current_schema())")
+    tables = await conn.fetch(
+        "SELECT quote_ident(tablename) AS q, tablename FROM pg_tables"
+        " WHERE schemaname = current_schema()"
+    )
+    sql = [f"GRANT USAGE ON SCHEMA {schema} TO {ident}",
+           f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {ident}"]
+    for t in tables:
+        sql.append(f"REVOKE ALL ON {t['q']} FROM {ident}")
+        rights = _APP_RESTRICTED.get(t["tablename"], "SELECT, INSERT, UPDATE, DELETE")
+        if rights:
+            sql.append(f"GRANT {rights} ON {t['q']} TO {ident}")
+    # One round trip, one transaction: a start-up cost, and never half-granted.
+    await conn.execute(";\n".join(sql))
+
+
+async def prepare(owner_url: str, schema: str, app_user: str, app_password: str = "") -> None:
+    """As the owner: create the schema, apply migrations, set up the app role's rights."""
+    owner = await AuditLog.open(owner_url, schema, max_size=1)
+    try:
+        await owner.migrate(app_user, app_password)
+    finally:
+        await owner.close()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

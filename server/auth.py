@@ -3,8 +3,8 @@
 Organizers and judges sign in with a username and password (scrypt hashes in
 `accounts`). Contestants redeem a join code bound to them on the roster, once;
 a second device needs a new code from the organizer. Spectators get a link.
-Every one of them then carries a signed token (`Signer`) whose key lives in
-the `secrets` table, so every server process accepts every other's tokens.
+Every one of them then carries a signed token with these `Claims`
+(server/tokens.py: JSON Web Tokens, rotated keys, revocation).
 
 scrypt costs ~50 ms of CPU on purpose; the async methods run it in a thread so
 the event loop keeps streaming to everyone else meanwhile.
@@ -32,7 +32,6 @@ from arena.errors import (
     JoinCodeInvalid,
     JoinCodeUsed,
     NotFound,
-    TokenExpired,
     Unauthorized,
 )
 from arena.roster import RosterRow, normalize_join_code
@@ -46,13 +45,11 @@ SPECTATOR_TTL_S = 7 * 24 * 3600.0  # a big-screen link set up days ahead
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 128  # scrypt's cost is flat, but nobody needs a megabyte of password
-MAX_TOKEN_CHARS = 4096
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1  # 16 MiB, ~50 ms: OWASP's scrypt minimum
 _SCRYPT_SALT_BYTES, _SCRYPT_KEY_BYTES = 16, 32
 _SCRYPT_MAX_MEMORY = 64 << 20  # what a stored hash may ask for: 4x today's cost
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{2,32}$")
-_TOKEN_KEY = "token_key"
 
 
 # --- passwords -----------------------------------------------------------------------------
@@ -125,6 +122,11 @@ class Claims(msgspec.Struct, frozen=True, kw_only=True):
     competition_id: str = ""
     round_id: str = ""
     exp: float  # server time, seconds since the epoch
+    # Set when issued (server/tokens.py): the token's own id, for signing out one token;
+    # the server time it was issued; its subject's generation, for revoking all of them.
+    jti: str = ""
+    iat: float = 0.0
+    gen: int = 0
 
 
 def ttl_for(role: Role) -> float:
@@ -134,78 +136,6 @@ def ttl_for(role: Role) -> float:
     if role == "spectator":
         return SPECTATOR_TTL_S
     return STAFF_TTL_S
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class Signer:
-    """Issues and verifies tokens: base64url(JSON claims) "." base64url(HMAC-SHA256).
-
-    Stateless, so any process holding the key can verify; a token cannot be
-    revoked before it expires, which is why lifetimes are a day at most for
-    anyone who can change anything.
-    """
-
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError("token key must be at least 16 bytes")
-        self._secret = secret
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder(Claims)
-
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self._secret, payload.encode(), hashlib.sha256).digest())
-
-    def issue(self, claims: Claims) -> str:
-        payload = _b64(self._encoder.encode(claims))
-        return f"{payload}.{self._sign(payload)}"
-
-    def verify(self, token: str, now: float) -> Claims:
-        """The claims of a genuine token; Unauthorized if forged or malformed, TokenExpired if old.
-
-        The signature is checked before anything in the payload is decoded.
-        """
-        if len(token) > MAX_TOKEN_CHARS or not token.isascii() or token.count(".") != 1:
-            raise _invalid_token()
-        payload, signature = token.split(".")
-        if not hmac.compare_digest(self._sign(payload), signature):
-            raise _invalid_token()
-        try:
-            claims = self._decoder.decode(_unb64(payload))
-        except (ValueError, binascii.Error, msgspec.DecodeError):
-            raise _invalid_token() from None
-        if claims.exp <= now:
-            raise TokenExpired(
-                "登录已过期，请重新登录。", "Your session has expired; please sign in again."
-            )
-        return claims
-
-
-def _invalid_token() -> Unauthorized:
-    return Unauthorized("登录凭证无效，请重新登录。", "Invalid credentials; please sign in again.")
-
-
-async def load_secret(pool: asyncpg.Pool) -> bytes:
-    """The token key shared by every process, created on first use.
-
-    Several processes may start at once: each tries to insert its own random
-    key, the first insert wins, and all of them read back the winner.
-    """
-    query = "SELECT value FROM secrets WHERE name = $1"
-    value = await pool.fetchval(query, _TOKEN_KEY)
-    if value is None:
-        await pool.execute(
-            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            _TOKEN_KEY, os.urandom(32),
-        )
-        value = await pool.fetchval(query, _TOKEN_KEY)
-    return bytes(value)
 
 
 # --- staff accounts ------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 A change (a submission, a judge's override, progress) only `touch`es the round;
 within `interval` the board is computed once from Redis and published whole, with
-a version that only grows, in two views: `live` for judges and `public` (frozen in
-the freeze window) for contestants and spectators. However many changes arrive,
+a version that only grows, in two views: `live` (scores, ranks) for judges and
+organizers, and `public` for contestants and spectators: progress only until results
+are published, unless the round's rules choose open scoring (then the live board,
+frozen in the freeze window). However many changes arrive,
 each round gets at most 1/interval pushes per second per process, and a client
 that ignores lower versions can never be shown an older board.
 
@@ -47,10 +49,11 @@ class Boards:
         self.clock = clock
         self.interval = interval
         self._pending: set[str] = set()
-        self._frozen: dict[str, bool] = {}
+        self._shown: dict[str, tuple[bool, bool]] = {}  # (frozen, scores public) per round
         self._tasks: set[asyncio.Task[None]] = set()
         self._first: dict[str, asyncio.Future[None]] = {}
         rounds.on_tick.append(self._on_tick)
+        rounds.final_board = self.final_board
 
     def touch(self, round_id: str) -> None:
         """Something on this round's board changed; publish it soon, once."""
@@ -65,10 +68,11 @@ class Boards:
         task.add_done_callback(self._tasks.discard)
 
     def _on_tick(self, rnd: Round, now: float) -> None:
-        # The public view changes when the freeze window opens, without any action.
-        frozen = rnd.frozen(now)
-        if self._frozen.setdefault(rnd.round_id, frozen) != frozen:
-            self._frozen[rnd.round_id] = frozen
+        # The public view changes when the freeze window opens or results are published
+        # (progress only -> scores), without any contestant's action.
+        shown = (rnd.frozen(now), rnd.scores_public())
+        if self._shown.setdefault(rnd.round_id, shown) != shown:
+            self._shown[rnd.round_id] = shown
             self.touch(rnd.round_id)
 
     async def publish(self, round_id: str) -> None:
@@ -79,12 +83,13 @@ class Boards:
             now = self.clock()
             entries = await self.live.entries(round_id)
             version = await self.live.next_board_version(round_id, int(now * 1000))
-            live_board = leaderboard.live_view(entries)
+            public = live_board = leaderboard.live_view(entries)
             freeze_at = rnd.freeze_at()
-            public = (
-                leaderboard.frozen_view(entries, freeze_at)
-                if rnd.frozen(now) and freeze_at is not None else live_board
-            )
+            if not rnd.scores_public():
+                # No score oracle: before publication the public sees progress only.
+                public = leaderboard.progress_view(entries)
+            elif rnd.frozen(now) and freeze_at is not None:
+                public = leaderboard.frozen_view(entries, freeze_at)
             for view, board in (("live", live_board), ("public", public)):
                 ch = board_channel(round_id, view)
                 msg = protocol.BoardUpdate(
@@ -108,6 +113,11 @@ class Boards:
             await asyncio.shield(flight)
             body = await self.bus.latest(ch)
         return body
+
+    async def final_board(self, round_id: str) -> leaderboard.Board:
+        """The live board as it stands, everything visible: what publication reveals."""
+        await self.ensure_built(round_id)
+        return leaderboard.live_view(await self.live.entries(round_id))
 
     async def ensure_built(self, round_id: str) -> None:
         if await self.live.is_built(round_id):

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import uvicorn
 
-from server import console
+from server import audit_cli, console, keys_cli
 from server.audit import AuditLog
 from server.embedded import EmbeddedServices
 from server.library import check_folder
@@ -95,7 +95,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         async def run() -> list[str]:
             audit = await AuditLog.open(url, settings.database_schema)
             try:
-                return await audit.migrate()
+                return await audit.migrate(
+                    settings.database_app_user, settings.database_app_password
+                )
             finally:
                 await audit.close()
 
@@ -107,7 +109,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_cases_check(args: argparse.Namespace) -> int:
-    folder = Path(args.folder)
+    # The folder the server would load (CASES_DIR) unless one is named.
+    folder = Path(args.folder) if args.folder else from_env().cases_dir
     report = check_folder(folder)
     if not report:
         print(f"{folder}: no case files (*.json)", file=sys.stderr)
@@ -149,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations").set_defaults(fn=cmd_migrate)
     cases = sub.add_parser("cases", help="case library tools")
     cases_sub = cases.add_subparsers(dest="cases_command", required=True)
-    check = cases_sub.add_parser("check", help="validate every case file, print every problem")
-    check.add_argument("folder", nargs="?", default="cases")
+    check = cases_sub.add_parser(
+        "check", help="validate every case file (schema, answer-key terms in what is shown "
+        "before play), print every problem with its JSON path")
+    check.add_argument("folder", nargs="?", default="", help="default: CASES_DIR")
     check.set_defaults(fn=cmd_cases_check)
+    console.add_case_parsers(cases_sub)
     console.add_parsers(sub)
+    audit_cli.add_parsers(sub)
+    keys_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -59,6 +59,7 @@ def _password(data_dir: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    c: Console | None = None
     try:
         c = Console(os.environ.get("ARENA_URL", "http://127.0.0.1:8000"),
                     os.environ.get("ARENA_USER", "admin"),
@@ -70,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     except httpx2.HTTPError as exc:
         print(f"无法连接服务器 (cannot reach the server): {exc}", file=sys.stderr)
         return 1
+    finally:
+        if c is not None:
+            c.http.close()  # its keep-alive connections, not left to the garbage collector
     if out is not None:
         print(out if isinstance(out, str) else msgspec.json.format(msgspec.json.encode(out))
               .decode())
@@ -88,6 +92,11 @@ def _dispatch(c: Console, a: argparse.Namespace) -> Any:
                             content=Path(a.file).read_bytes())["added"]
             return f"已导入 {added} 人 (imported {added})"
         return c._call("GET", f"/api/competitions/{a.competition}/roster.csv")
+    if group == "cases":  # `arena cases list|visibility`; `cases check` runs offline (cli.py)
+        if cmd == "visibility":
+            return c._call("POST", f"/api/cases/{a.case}/visibility",
+                           {"visibility": a.visibility, "request_id": uuid.uuid4().hex})
+        return c._call("GET", "/api/cases")
     if group == "account":
         password = os.environ.get("ARENA_NEW_PASSWORD") or getpass.getpass("新账号密码: ")
         return c._call("POST", "/api/accounts", {"username": a.username, "role": a.role,
@@ -96,12 +105,23 @@ def _dispatch(c: Console, a: argparse.Namespace) -> Any:
         rules = {"case_id": a.case, "duration_s": int(a.minutes * 60),
                  "freeze_s": int(a.freeze * 60), "time_counts": a.time_counts,
                  "board_visible": not a.hide_board, "countdown_s": a.countdown,
-                 "max_submissions": a.submissions}
+                 "max_submissions": a.submissions, "open_scoring": a.open_scoring}
         return c._call("POST", f"/api/competitions/{a.competition}/rounds",
                        {"title": a.title, "rules": rules})["id"]
     body = {"request_id": uuid.uuid4().hex, "reason": a.reason,
             "seconds": int(a.minutes * 60), "contestant_id": a.contestant}
     return c._call("POST", f"/api/rounds/{a.round}/{cmd}", body)["clock"]
+
+
+def add_case_parsers(cases_sub: Any) -> None:
+    """`arena cases list` and `arena cases visibility CASE draft|contest|practice`."""
+    p = cases_sub.add_parser("list", help="every case with its visibility (staff view)")
+    p.set_defaults(fn=run, group="cases", cmd="list")
+    p = cases_sub.add_parser(
+        "visibility", help="who may practise a case: draft, contest (only), practice")
+    p.add_argument("case")
+    p.add_argument("visibility", choices=["draft", "contest", "practice"])
+    p.set_defaults(fn=run, group="cases", cmd="visibility")
 
 
 def add_parsers(sub: Any) -> None:
@@ -132,6 +152,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--freeze", type=float, default=0, help="freeze the board N minutes before end")
     p.add_argument("--time-counts", action="store_true")
     p.add_argument("--hide-board", action="store_true")
+    p.add_argument("--open-scoring", action="store_true",
+                   help="show scores to contestants and the big screen during the round "
+                        "(default: progress only until results are published)")
     p.add_argument("--countdown", type=int, default=10)
     p.add_argument("--submissions", type=int, default=1)
     for action in ("open", "start", "pause", "resume", "extend", "end", "publish"):

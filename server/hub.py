@@ -193,8 +193,23 @@ def _resume(
 Session = Practice | Player | Watcher
 
 
+def origin_allowed(ws: WebSocket, allowed: str) -> bool:
+    """Whether the handshake's Origin is in `allowed` (comma-separated; empty = any).
+
+    Browsers always send Origin on a WebSocket handshake, and a page on another site
+    cannot forge it; a non-browser client without one is let through (it could claim any).
+    """
+    origins = {o.strip().rstrip("/").lower() for o in allowed.split(",") if o.strip()}
+    origin = ws.headers.get("origin")
+    return not origins or origin is None or origin.rstrip("/").lower() in origins
+
+
 async def endpoint(ws: WebSocket) -> None:
     res: Resources = ws.app.state.resources
+    if not origin_allowed(ws, res.settings.allowed_origins):
+        metrics.REQUESTS_REFUSED.labels("ws_origin").inc()
+        await ws.close(1008)  # before accept: the server answers the handshake with 403
+        return
     await ws.accept()
     conn = Connection(ws, res.settings.send_queue_size, res.clock)
     metrics.CONNECTIONS.inc()
@@ -207,7 +222,9 @@ async def endpoint(ws: WebSocket) -> None:
                 break
             raw = frame.get("text") or frame.get("bytes") or b""
             try:
-                msg = protocol.decode_client(raw, res.settings.max_frame_bytes)
+                msg = protocol.decode_client(
+                    raw, res.settings.max_frame_bytes, res.settings.max_json_depth
+                )
             except protocol.FrameError as exc:
                 conn.send(ws_error(exc, exc.re))
                 continue
@@ -222,6 +239,12 @@ async def endpoint(ws: WebSocket) -> None:
                 if isinstance(msg, protocol.Ping):
                     conn.send(protocol.Pong(re=msg.id, client_time=msg.client_time))
                     continue
+                if isinstance(msg, protocol.Ask):
+                    # Each question may start a generation: limited per contestant (across
+                    # reconnects and processes) or per practice connection.
+                    who = (f"contestant:{session.contestant_id}"
+                           if isinstance(session, Player) else f"conn:{conn.id}")
+                    await res.limiter.hit("ask", who)
                 await session.handle(msg)
             except Exception as exc:  # every failure of a request becomes an error reply
                 conn.send(ws_error(exc, msg.id))
@@ -261,11 +284,15 @@ async def _handshake(
             re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
         ))
         return Practice(res, conn.send, name=msg.name.strip() or "匿名学员"), "student"
-    claims = res.signer.verify(msg.token, res.clock())  # Unauthorized, TokenExpired
+    claims = await res.tokens.verify(msg.token)  # Unauthorized (revoked too), TokenExpired
     welcome = protocol.Welcome(
         re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
         role=claims.role, name=claims.name, round_id=claims.round_id,
     )
+    if msg.practice and claims.role in access.STAFF:
+        conn.send(welcome)
+        staff = f"{claims.role}:{claims.sub}"
+        return Practice(res, conn.send, name=claims.name, staff=staff), "student"
     if claims.role == "contestant":
         player = await res.players.join(claims)
         welcome.round_id = player.round_id

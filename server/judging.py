@@ -84,7 +84,9 @@ async def rule(
             raise DuplicateRequest("这项裁定已经记录。", "This ruling was already recorded.")
         await res.audit.append(
             round_id=round_id, attempt_id=msg.attempt_id, actor=actor, kind="scored",
-            payload=new, conn=conn,
+            # The ruled card keeps the versions of the machine score it amends.
+            payload={**msgspec.to_builtins(new), "versions": events[0]["payload"].get("versions")},
+            conn=conn,
         )
     now = res.clock()
     progress = (await res.live.progress(round_id)).get(msg.attempt_id)
@@ -94,3 +96,36 @@ async def rule(
     res.boards.touch(round_id)
     await publish_entry(res, msg.attempt_id, entry(kind, actor, payload, now))
     await publish_entry(res, msg.attempt_id, entry("scored", actor, new, now), card=new)
+
+
+async def review_queue(res: Resources, round_id: str) -> list[dict[str, Any]]:
+    """The judges' queue: attempts whose current card awaits a judge, oldest first.
+
+    An attempt is in it while its last `scored` event has the verdict "needs_judge"
+    (the rules could not decide its diagnosis); a ruling (`rule`) appends a new card
+    and takes it out. Each item: attempt_id, name, diagnosis (as written), reason
+    (the rule's words) and the id of the card's event, which orders the queue.
+    """
+    rows = await res.audit.pool.fetch(
+        "SELECT DISTINCT ON (attempt_id, kind) attempt_id, kind, id, payload FROM events"
+        " WHERE round_id = $1 AND kind IN ('scored', 'submitted', 'attempt_started')"
+        " ORDER BY attempt_id, kind, id DESC", round_id,
+    )
+    last: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        last.setdefault(r["attempt_id"], {})[r["kind"]] = r
+    queue = []
+    for attempt_id, kinds in last.items():
+        scored = kinds.get("scored")
+        if scored is None or scored["payload"].get("verdict") != "needs_judge":
+            continue
+        lines = (scored["payload"].get("sections") or [{}])[0].get("lines") or [{}]
+        started, submitted = kinds.get("attempt_started"), kinds.get("submitted")
+        queue.append({
+            "attempt_id": attempt_id,
+            "name": started["payload"].get("name", "") if started else "",
+            "diagnosis": submitted["payload"].get("diagnosis", "") if submitted else "",
+            "reason": lines[0].get("note", ""),
+            "event_id": scored["id"],
+        })
+    return sorted(queue, key=lambda q: q["event_id"])

@@ -2,17 +2,25 @@
 
 A case with a mistake is refused with its path and every problem; the server
 does not start half-loaded, because a contestant must never meet a broken case.
+A case whose public or patient-facing text names its answer key is such a mistake
+(`arena.secrecy.leaks`).
+
+Who may practise a case is folded from the event log (`case_access`): the
+organizer's `case_visibility` events, and the rounds that use the case and whose
+results are not published yet (migration 004 explains why it is not a table).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from arena import secrecy
 from arena.cases import Case, check_case
-from arena.errors import CaseInvalid, CaseNotFound
+from arena.errors import BadRequest, CaseInvalid, CaseNotFound, CaseReserved, CaseUnavailable
 from arena.matching import Embed, QuestionMatcher
 from arena.patient import PatientView, patient_view
 from server.embeddings import load_embed
@@ -49,6 +57,7 @@ def check_folder(folder: Path) -> dict[Path, list[str]]:
             if case.id in seen:
                 problems.append(f"$.id: {case.id!r} is also used by {seen[case.id]}")
             seen[case.id] = path
+            problems += [leak.problem() for leak in secrecy.leaks(case)]
         report[path] = problems
     return report
 
@@ -81,6 +90,13 @@ class Library:
         self.cases = {c.id: c for c in cases}
         self.views = {c.id: patient_view(c) for c in cases}
         self.matchers = {c.id: _matcher(c, fn) for c in cases}
+        # sha256 of the decoded case re-encoded (canonical: field order fixed, whitespace
+        # gone), recorded with every score so a rescore can tell the case changed.
+        self.hashes = {c.id: hashlib.sha256(msgspec.json.encode(c)).hexdigest() for c in cases}
+
+    def content_hash(self, case_id: str) -> str:
+        self.get(case_id)
+        return self.hashes[case_id]
 
     @classmethod
     def load(cls, folder: Path, embed: Embed | Literal["auto"] | None = "auto") -> Library:
@@ -110,3 +126,105 @@ class Library:
             )
             for c in self.cases.values()
         ]
+
+
+# ---- who may practise a case ----------------------------------------------------------
+
+VISIBILITY_EVENT = "case_visibility"
+
+# Rounds not yet published, by case: a round's case is in its round_created payload.
+_RESERVED = """
+SELECT c.payload->'rules'->>'case_id' AS case_id, c.round_id
+FROM events c
+WHERE c.kind = 'round_created' AND c.attempt_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM events p WHERE p.round_id = c.round_id
+                  AND p.kind = 'results_published' AND p.attempt_id IS NULL)
+ORDER BY c.id
+"""
+# The organizer's last word on each case.
+_VISIBILITY = """
+SELECT DISTINCT ON (payload->>'case_id') payload->>'case_id' AS case_id,
+       payload->>'visibility' AS visibility, actor,
+       extract(epoch FROM created_at)::float8 AS at
+FROM events
+WHERE kind = 'case_visibility' AND attempt_id IS NULL
+ORDER BY payload->>'case_id', id DESC
+"""
+
+
+class CaseAccess(msgspec.Struct, kw_only=True):
+    """A case's visibility as the organizer set it, and the unpublished rounds using it."""
+
+    case_id: str
+    visibility: secrecy.Visibility = secrecy.DEFAULT_VISIBILITY
+    reserved_by: list[str] = []  # ids of rounds using it whose results are not published
+    set_by: str = ""  # who set the visibility ("" = never set: the default)
+    set_at: float = 0.0
+
+    def practice_open(self, *, staff: bool = False) -> bool:
+        return secrecy.practice_open(self.visibility, bool(self.reserved_by), staff=staff)
+
+
+async def case_access(db: Any, case_ids: list[str]) -> dict[str, CaseAccess]:
+    """The access of each case in `case_ids`, read from the event log now.
+
+    `db` is an asyncpg pool or connection. Read at every use rather than cached, so a
+    round created or published on another process counts at once.
+    """
+    out = {cid: CaseAccess(case_id=cid) for cid in case_ids}
+    for row in await db.fetch(_VISIBILITY):
+        access = out.get(row["case_id"])
+        if access is not None and row["visibility"] in secrecy.VISIBILITIES:
+            access.visibility = row["visibility"]
+            access.set_by, access.set_at = row["actor"], row["at"]
+    for row in await db.fetch(_RESERVED):
+        access = out.get(row["case_id"])
+        if access is not None:
+            access.reserved_by.append(row["round_id"])
+    return out
+
+
+async def require_practice(db: Any, library: Library, case_id: str, *, staff: bool) -> Case:
+    """The case, if this caller may practise it; CaseNotFound / CaseUnavailable if not."""
+    case = library.get(case_id)
+    if staff:
+        return case
+    access = (await case_access(db, [case.id]))[case.id]
+    if not access.practice_open():
+        raise CaseUnavailable(
+            "这个病例目前不开放练习（尚未发布，或正在比赛中使用）。",
+            f"Case {case_id!r} is not open to practice now.",
+        )
+    return case
+
+
+async def set_visibility(
+    audit: Any, library: Library, case_id: str, visibility: str, *, actor: str,
+    request_id: str | None = None,
+) -> CaseAccess:
+    """Record an organizer's visibility change durably; return the case's access after it.
+
+    Opening a case to practice while a round whose results are not published uses it
+    raises CaseReserved: the round's contestants would otherwise be able to read it.
+    """
+    library.get(case_id)
+    if visibility not in secrecy.VISIBILITIES:
+        raise BadRequest(
+            "可见性只能是 draft（草稿）、contest（仅比赛）或 practice（开放练习）。",
+            f"Visibility must be one of {', '.join(secrecy.VISIBILITIES)}.",
+        )
+    # The lock is the case's: two organizers changing it at once are applied one by one.
+    async with audit.locked(f"case:{case_id}") as conn:
+        access = (await case_access(conn, [case_id]))[case_id]
+        if visibility == "practice" and access.reserved_by:
+            raise CaseReserved(
+                "这个病例正被尚未公布成绩的场次使用，公布成绩后才能开放练习。",
+                "A round using this case has not published its results yet.",
+                rounds=access.reserved_by,
+            )
+        await audit.append(
+            round_id="", attempt_id=None, actor=actor, kind=VISIBILITY_EVENT,
+            payload={"case_id": case_id, "visibility": visibility}, request_id=request_id,
+            conn=conn,
+        )
+        return (await case_access(conn, [case_id]))[case_id]

@@ -80,3 +80,12 @@ BACKGROUND_BACKLOG = Gauge(
     "Background jobs (question matching for scoring) submitted and not yet finished",
     registry=REGISTRY,
 )
+RATE_LIMITED = Counter(
+    "arena_rate_limited_total", "Requests refused by a rate limit, by limit",
+    ["limit"], registry=REGISTRY,
+)
+REQUESTS_REFUSED = Counter(
+    "arena_http_refused_total",
+    "HTTP requests or WebSocket handshakes refused at the edge, by reason",
+    ["reason"], registry=REGISTRY,
+)

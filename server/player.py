@@ -33,6 +33,7 @@ from server.boards import board_channel
 from server.library import describe_patient
 from server.live import Progress
 from server.practice import Practice, menu
+from server.replay import score_versions, scored_payload
 from server.resources import Resources
 from server.rounds import round_channel
 
@@ -251,7 +252,26 @@ class Player(Practice):
             diagnosis=sub.diagnosis if sub else "",
             differentials=list(sub.differentials) if sub else [],
             reasoning=sub.reasoning if sub else "",
+            score=self._open_score(),
         )
+
+    def _open_score(self) -> protocol.ScoreSummary | None:
+        """The latest submission's score, only where the round's rules choose open scoring:
+        otherwise nothing about a score reaches the contestant before publication."""
+        if self._card is None or not self._round().rules.open_scoring:
+            return None
+        return protocol.ScoreSummary(
+            total=float(self._card["total"]), max_total=float(self._card["max_total"]),
+            verdict=str(self._card["verdict"]),
+        )
+
+    def _ack(self, re: str) -> protocol.SubmitAck:
+        attempt = self._require()
+        score = self._open_score()
+        ack = protocol.SubmitAck(re=re, submissions_left=attempt.submissions_left, score=score)
+        if score is not None:
+            ack.message = "已提交，得分如下。"
+        return ack
 
     async def _round_changed(self, rnd: Round, cseq: int, body: str) -> None:
         if self.conn is not None:
@@ -265,6 +285,7 @@ class Player(Practice):
         if rnd.status in ("ended", "published"):
             await self.close()  # the round is over: stop any answer (closes the upstream)
         if rnd.status == "published":
+            self.res.boards.touch(self.round_id)  # the public board now shows scores
             await self._send_results()
 
     def tick(self, rnd: Round) -> None:
@@ -273,11 +294,14 @@ class Player(Practice):
     async def _send_results(self) -> None:
         if self._card is None or self.conn is None:
             return
+        # Only after publication, and only this contestant's own card: the latest
+        # submission's score and, with it, the answer key.
         rows = leaderboard.rank(await self.res.live.entries(self.round_id))
         mine = next((r for r in rows if r.attempt_id == self.attempt_id), None)
         self.send(protocol.Results(
             round_id=self.round_id, card=msgspec.convert(self._card, protocol.ScoreCard),
             rank=mine.rank if mine else None, of=len(rows),
+            key=protocol.answer_key_view(self._require().case),
         ))
 
     def _heard(self, channel: str, cseq: int, body: str) -> None:
@@ -340,7 +364,7 @@ class Player(Practice):
     async def submit(self, msg: protocol.Submit) -> None:
         attempt = self._require()
         if msg.id in self._submit_ids:  # a retry of a submission already applied
-            self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+            self.send(self._ack(msg.id))
             return
         rnd = self._round()
         await self._matched()
@@ -361,17 +385,22 @@ class Player(Practice):
                     **base, kind="submitted", payload=payload, request_id=msg.id, conn=conn)
                 if first is None:
                     raise DuplicateRequest("这次提交已经收到。", "Submission already received.")
-                await self.res.audit.append(**base, kind="scored", payload=card, conn=conn)
+                await self.res.audit.append(
+                    **base, kind="scored", conn=conn, payload=scored_payload(card, score_versions(
+                        self.res.settings, self.res.library, attempt.case.id,
+                        self.res.engine.name)))
         except DuplicateRequest:
             attempt.retract(submitted)
-            self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+            self.send(self._ack(msg.id))
             return
         except BaseException:
             attempt.retract(submitted)
             raise
+        # The latest submission's card replaces the earlier one's; the ack carries no
+        # score unless the round has open scoring.
         self._card = msgspec.to_builtins(card)
         self._submit_ids.add(msg.id)
-        self.send(protocol.SubmitAck(re=msg.id, submissions_left=attempt.submissions_left))
+        self.send(self._ack(msg.id))
         await publish_entry(self.res, self.attempt_id, entry("submitted", self.actor, payload, now))
         await publish_entry(
             self.res, self.attempt_id, entry("scored", "system", card, now), card=card

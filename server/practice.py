@@ -24,10 +24,11 @@ from arena.errors import DuplicateRequest, RoundNotRunning
 from arena.scoring import score
 from server import protocol
 from server.errors import ws_error
-from server.library import describe_patient
+from server.library import describe_patient, require_practice
 from server.live import Progress
 from server.llm import LLMFailure
 from server.relay import Frames
+from server.replay import score_versions, scored_payload
 from server.resources import Resources
 
 log = logging.getLogger("arena.practice")
@@ -48,11 +49,15 @@ def menu(case: Case) -> list[protocol.MenuItem]:
 
 class Practice:
     def __init__(
-        self, res: Resources, send: Callable[[protocol.ServerMsg], None], *, name: str
+        self, res: Resources, send: Callable[[protocol.ServerMsg], None], *, name: str,
+        staff: str = "",
     ) -> None:
         self.res = res
         self.send = send
         self.name = name
+        # "organizer:admin" when a judge or organizer practises (they may open any case,
+        # drafts and cases reserved by a round included); "" for a student.
+        self.staff = staff
         self.round_id = ""
         self.attempt_id = ""
         self.attempt: Attempt | None = None
@@ -67,7 +72,7 @@ class Practice:
 
     @property
     def actor(self) -> str:
-        return f"student:{self.name}"
+        return self.staff or f"student:{self.name}"
 
     async def handle(self, msg: protocol.ClientMsg) -> None:
         if isinstance(msg, protocol.StartPractice):
@@ -106,7 +111,11 @@ class Practice:
         ))
 
     async def start(self, msg: protocol.StartPractice) -> None:
-        case = self.res.library.get(msg.case_id)
+        # A student may open only a case released to practice and used by no round whose
+        # results are unpublished; to them any other case does not exist.
+        case = await require_practice(
+            self.res.audit.pool, self.res.library, msg.case_id, staff=bool(self.staff)
+        )
         await self.close()  # a new practice abandons the previous one on this connection
         now = self.res.clock()
         round_id, attempt_id = uuid.uuid4().hex, uuid.uuid4().hex
@@ -322,7 +331,8 @@ class Practice:
         try:
             await self.res.audit.append_many([
                 {**base, "kind": "submitted", "request_id": msg.id, "payload": submitted},
-                {**base, "kind": "scored", "payload": card},
+                {**base, "kind": "scored", "payload": scored_payload(card, score_versions(
+                    self.res.settings, self.res.library, attempt.case.id, self.res.engine.name))},
             ])
         except BaseException:
             attempt.retract(submitted)
@@ -330,7 +340,11 @@ class Practice:
         rank, of = await self.res.live.post_score(
             f"practice:{attempt.case.id}", self.attempt_id, card.total
         )
-        self._scored = protocol.Scored(re=msg.id, card=card, rank=rank, of=of)
+        # The answer key and teaching points reach the student only now, after their own
+        # submission, on their own card.
+        self._scored = protocol.Scored(
+            re=msg.id, card=card, rank=rank, of=of, key=protocol.answer_key_view(attempt.case)
+        )
         await self._progress()
         await self._export(card)
         self.send(self._scored)

@@ -10,11 +10,12 @@ docs/protocol.md documents each message; keep the two in step.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
-from arena.cases import Vitals
+from arena.cases import Case, Vitals
 from arena.leaderboard import Board
 from arena.rounds import RoundClock
 from arena.scoring import ScoreCard
@@ -38,6 +39,9 @@ class Hello(ClientMessage, tag="hello"):
     # Last channel sequence number seen per channel, so a reconnecting client gets
     # what it missed (or a `reload` when the gap is older than the history kept).
     since: Annotated[dict[str, int], msgspec.Meta(max_length=8)] = {}
+    # With a judge's or organizer's token: practise (any case, drafts and cases reserved
+    # by a round included) instead of watching.
+    practice: bool = False
 
 
 class StartPractice(ClientMessage, tag="start_practice"):
@@ -202,6 +206,7 @@ class Scored(ServerMessage, tag="scored"):
     card: ScoreCard
     rank: int
     of: int
+    key: AnswerKeyView | None = None  # practice: the answer key, after the own submission
 
 
 class Pong(ServerMessage, tag="pong"):
@@ -282,23 +287,67 @@ class PlayState(ServerMessage, tag="play_state"):
     diagnosis: str = ""
     differentials: list[str] = []
     reasoning: str = ""
+    score: ScoreSummary | None = None  # open scoring only: the latest submission's score
+
+
+class ScoreSummary(msgspec.Struct, kw_only=True):
+    """A round score without its lines (which name answer-key items): only sent to a
+    contestant before publication where the round's rules choose open scoring."""
+
+    total: float
+    max_total: float
+    verdict: str
 
 
 class SubmitAck(ServerMessage, tag="submit_ack"):
-    """A round submission is durable; the score is shown when results are published."""
+    """A round submission is durable; the score is shown when results are published
+    (with open scoring, `score` is the latest submission's, at once)."""
 
     re: str
     submissions_left: int
     message: str = "已提交，等待公布成绩。"
+    score: ScoreSummary | None = None
+
+
+class AnswerKeyView(msgspec.Struct, kw_only=True):
+    """A case's answer key as a contestant reads it on their own card, after publication."""
+
+    diagnosis: str
+    diagnosis_en: str = ""
+    icd10: str = ""
+    differentials: list[str] = []
+    checklist: list[str] = []
+    red_flags: list[str] = []
+    necessary_tests: list[str] = []  # names, as on the order menu
+    teaching_points: list[str] = []
+
+
+def _item_name(case: Case, item_id: str) -> str:
+    item = case.orderable(item_id)
+    return item.name if item is not None else item_id
+
+
+def answer_key_view(case: Case) -> AnswerKeyView:
+    """The answer key of `case` for a contestant's own card (never sent before publication)."""
+    key = case.answer_key
+    return AnswerKeyView(
+        diagnosis=key.diagnosis.name, diagnosis_en=key.diagnosis.name_en,
+        icd10=key.diagnosis.icd10, differentials=[d.name for d in key.differentials],
+        checklist=[i.text for i in key.checklist], red_flags=[i.text for i in key.red_flags],
+        necessary_tests=[_item_name(case, t) for t in key.necessary_tests],
+        teaching_points=list(key.teaching_points),
+    )
 
 
 class Results(ServerMessage, tag="results"):
-    """After publication: the contestant's breakdown and final rank."""
+    """After publication: the contestant's breakdown (the latest submission's card), the
+    answer key with teaching points, and the final rank."""
 
     round_id: str
     card: ScoreCard
     rank: int | None
     of: int
+    key: AnswerKeyView | None = None
 
 
 class TranscriptEntry(msgspec.Struct, kw_only=True):
@@ -372,16 +421,81 @@ class FrameError(Exception):
         self.code, self.message, self.message_en, self.re = code, message, message_en, re
 
 
-def decode_client(frame: str | bytes, max_bytes: int) -> ClientMsg:
-    """Decode one client frame, or raise FrameError naming the problem."""
-    size = len(frame.encode() if isinstance(frame, str) else frame)
+MAX_DEPTH = 32  # the deepest valid message nests 3 (hello.since); settings.max_json_depth
+
+# A JSON string (skipped whole, so brackets inside text do not count) or a bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# Control characters a person never types into a name, question or diagnosis: C0 but tab
+# and newline, DEL and C1. PostgreSQL refuses NUL in text outright.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def too_deep(data: bytes, limit: int) -> bool:
+    """Whether JSON `data` nests arrays/objects deeper than `limit` (without decoding it).
+
+    msgspec has no depth option and recurses once per level; this bounds it first.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False  # the common case: too few brackets to be that deep, at C speed
+    depth = 0
+    for m in _JSON_TOKEN.finditer(data):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def control_field(value: object, path: str = "") -> str | None:
+    """The path ("text", "differentials[2]") of the first string in a decoded message or
+    body holding a control character other than tab and newline; None if there is none."""
+    if isinstance(value, str):
+        return path if _CONTROL.search(value) else None
+    if isinstance(value, msgspec.Struct):
+        items: list[tuple[str, object]] = [
+            (f"{path}.{f}" if path else f, getattr(value, f)) for f in value.__struct_fields__
+        ]
+    elif isinstance(value, dict):
+        items = [(f"{path}.{k}" if path else str(k), k) for k in value]
+        items += [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    return next((found for p, v in items if (found := control_field(v, p)) is not None), None)
+
+
+def control_message(field: str) -> tuple[str, str]:
+    """The Chinese and English message for a control character in `field`."""
+    return (f"字段 {field} 含有不可见的控制字符（如 NUL），请删除后重试。",
+            f"Field {field!r} contains a control character (such as NUL); remove it.")
+
+
+def decode_client(frame: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> ClientMsg:
+    """Decode one client frame, or raise FrameError naming the problem.
+
+    Refused, each with its own code: a frame over `max_bytes` (frame_too_large), nested
+    deeper than `max_depth` (too_deep), not JSON (bad_json), of an unknown type
+    (unknown_type), of the wrong shape (bad_message), or with a control character in a
+    string (bad_request, naming the field).
+    """
+    data = frame.encode() if isinstance(frame, str) else frame
+    size = len(data)
     if size > max_bytes:
         raise FrameError(
             "frame_too_large", f"消息过大（{size} 字节，上限 {max_bytes}）。",
             f"Frame too large ({size} bytes, limit {max_bytes}).",
         )
+    if too_deep(data, max_depth):
+        raise FrameError(
+            "too_deep", f"消息嵌套层数过多（上限 {max_depth} 层）。",
+            f"Frame nested too deeply (limit {max_depth} levels).",
+        )
     try:
-        env = _envelope.decode(frame)
+        env = _envelope.decode(data)
     except msgspec.ValidationError:  # valid JSON, wrong shape: a subclass of DecodeError
         env = _Envelope()
     except msgspec.DecodeError as exc:
@@ -393,11 +507,15 @@ def decode_client(frame: str | bytes, max_bytes: int) -> ClientMsg:
             f"Unknown message type {env.type!r}.", re,
         )
     try:
-        return _client.decode(frame)
+        msg = _client.decode(data)
     except msgspec.ValidationError as exc:
         raise FrameError(
             "bad_message", f"消息格式错误：{exc}", f"Invalid message: {exc}", re
         ) from exc
+    field = control_field(msg)
+    if field is not None:
+        raise FrameError("bad_request", *control_message(field), re)
+    return msg
 
 
 def encode(msg: ServerMsg | ClientMsg) -> bytes:

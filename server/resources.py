@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from server.audit import AuditLog
-from server.auth import Accounts, Roster, Signer
+from server.auth import Accounts, Roster
 from server.background import Background
 from server.bus import Bus
 from server.library import Library
 from server.live import LiveState
 from server.objects import ObjectStore
+from server.ratelimit import RateLimiter
 from server.relay import Relay
 from server.settings import Settings
+from server.tokens import Tokens
 
 if TYPE_CHECKING:  # these modules use Resources themselves
     from server.boards import Boards
@@ -33,7 +35,8 @@ class Resources(msgspec.Struct, kw_only=True):
     # Server time in seconds since the epoch. Injected so tests can move time.
     clock: Callable[[], float]
     bus: Bus
-    signer: Signer
+    tokens: Tokens
+    limiter: RateLimiter
     accounts: Accounts
     roster: Roster
     background: Background  # question matching for scoring, off the answer's path

@@ -63,6 +63,9 @@ class RoundService:
         self._tasks: list[asyncio.Task[None]] = []
         # Called for each followed round every tick (boards, players waiting for the start).
         self.on_tick: list[Callable[[Round, float], None]] = []
+        # The board as it stands (set by Boards): recorded with the publication, so that
+        # `arena replay` can compare the log's own fold with what was published.
+        self.final_board: Callable[[str], Awaitable[object]] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -218,6 +221,8 @@ class RoundService:
             if reason and payload["reason"] != reason:
                 # RoundEnded.reason says who ended it; the organizer's words go beside it.
                 payload["note"] = reason
+            if action == "publish" and self.final_board is not None:
+                payload["board"] = msgspec.to_builtins(await self.final_board(round_id))
             await self.audit.append(
                 round_id=round_id, attempt_id=None, actor=actor,
                 kind=payload["type"], payload=payload, request_id=request_id, conn=conn,

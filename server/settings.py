@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -24,6 +25,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     database_url: str = ""
     # Schema for all tables; lets several test runs share one database safely.
     database_schema: str = "public"
+    # The role the server's connection pool logs in as. DATABASE_URL (or the embedded
+    # server's superuser) is the owner: it applies migrations at start, creates this role
+    # when missing and grants it only what the server needs: INSERT and SELECT on the
+    # event log (no UPDATE, DELETE or TRUNCATE), DML on the other tables, never ownership.
+    # The app's URL is DATABASE_URL with this user (and database_app_password, if set)
+    # in place of the owner's: same host, port, database and options. Empty = the pool
+    # uses DATABASE_URL itself (not recommended: the owner can rewrite history).
+    database_app_user: str = "arena_app"
+    # Password for that role, set on it at start; empty = none (trust or peer auth, as
+    # with the embedded PostgreSQL).
+    database_app_password: str = ""
     # Redis/Valkey URL; empty = embedded Valkey under data_dir/valkey.
     redis_url: str = ""
     # Prefix for every Redis key and channel, for the same reason as database_schema.
@@ -69,6 +81,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Largest WebSocket frame accepted from a client, in bytes. The largest valid submission
     # (4,000 characters of reasoning, 10 differentials, all CJK at 3 bytes each) fits.
     max_frame_bytes: int = 32_768
+    # Largest nesting of JSON arrays/objects in a frame or request body; the deepest valid
+    # message nests 3. Deeper ones get an error reply instead of a recursion failure.
+    max_json_depth: int = 32
+    # Largest HTTP request body, in bytes, counted while it is read and before the route or
+    # authentication runs (413 past it). A 5,000-line roster CSV fits.
+    max_body_bytes: int = 2 * 1024 * 1024
+    # Browser origins allowed to open the WebSocket, comma-separated
+    # ("https://arena.example.edu,https://screen.example.edu"); empty = any origin.
+    # A handshake from another origin is refused with 403.
+    allowed_origins: str = ""
+    # Rate limits, in the `limits` package's notation ("10/minute", "5/30 seconds"), counted
+    # in Redis so they hold across every server process (server/ratelimit.py). Past one, the
+    # request is refused with 429 / `rate_limited` and a Chinese message saying how long to
+    # wait. Failed sign-ins per client address + username, and per client address:
+    login_limit: str = "10/5 minutes"
+    login_address_limit: str = "30/5 minutes"
+    # Wrong or used join codes per client address (right codes are never counted, so a
+    # classroom behind one address can all join at once).
+    join_limit: str = "30/5 minutes"
+    # Staff accounts created per organizer.
+    account_limit: str = "30/hour"
+    # Questions per contestant (or per practice connection): each may start a generation.
+    ask_limit: str = "30/minute"
     # Messages queued per connection before a slow client is told to resync.
     send_queue_size: int = 256
     # Messages kept per history channel (round, attempt) for clients that reconnect with
@@ -81,6 +116,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def engine(self) -> str:
         return "llm" if self.llm_base_url else "scripted"
+
+    @property
+    def app_database_url(self) -> str:
+        """DATABASE_URL with the app role's credentials (see database_app_user)."""
+        if not self.database_app_user:
+            return self.database_url
+        parts = urlsplit(self.database_url)
+        user = quote(self.database_app_user, safe="")
+        if self.database_app_password:
+            user += ":" + quote(self.database_app_password, safe="")
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 def _env(name: str, default: object) -> object:

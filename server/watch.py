@@ -2,7 +2,8 @@
 
 A watcher only reads: it follows a round's channel (clock and status changes,
 recovering missed ones from the channel history), the round's board in its view
-(live for staff, public for spectators) and, for staff, one transcript at a time.
+(live, with scores, for staff; public for spectators: progress only until results are
+published, unless the round has open scoring) and, for staff, one transcript at a time.
 Judges' rulings come in here and go to `judging`.
 """
 
@@ -25,6 +26,10 @@ from server.rounds import round_channel
 
 if TYPE_CHECKING:
     from server.hub import Connection
+
+# The reveal animates this many places one by one; the rest of the board (every hidden
+# result outside them) is revealed in one step, so `reveal` stays small in a large round.
+REVEAL_ONE_BY_ONE = 10
 
 
 class Watcher:
@@ -67,19 +72,23 @@ class Watcher:
 
     async def _changed(self, rnd: object, cseq: int, body: str) -> None:
         msg = protocol.decode_server(body)
-        if (
-            isinstance(msg, protocol.RoundState) and msg.change == "results_published"
-            and self.claims.role == "spectator"
-        ):
+        if not (isinstance(msg, protocol.RoundState) and msg.change == "results_published"):
+            return
+        # The public board now shows scores: have it republished (coalesced per process).
+        self.res.boards.touch(msg.round_id)
+        if self.claims.role == "spectator":
             await self._reveal(msg.round_id)
 
     async def _reveal(self, round_id: str) -> None:
         rnd = await self.res.rounds.get(round_id)
         entries = await self.res.live.entries(round_id)
-        freeze_at = rnd.freeze_at()
+        # From the board the public last saw: progress only (every result hidden) unless
+        # the round had open scoring, then the frozen board.
+        hidden_from = rnd.hidden_from()
         steps = (
-            [s.board for s in leaderboard.reveal_steps(entries, freeze_at)]
-            if freeze_at is not None else []
+            [s.board for s in leaderboard.reveal_steps(
+                entries, hidden_from, one_by_one=REVEAL_ONE_BY_ONE)]
+            if hidden_from is not None else []
         )
         if not steps:
             steps = [leaderboard.live_view(entries)]

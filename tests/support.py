@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 import msgspec
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
@@ -70,6 +72,32 @@ def running_server(
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def own_schema(settings: Settings, name: str) -> Iterator[Settings]:
+    """`settings` with a PostgreSQL schema and Redis key prefix of their own (the schema is
+    dropped afterwards). For modules that practise a case or leave rounds unpublished: a
+    round whose results are not published reserves its case, which then is not open to
+    practice, so such modules must not share a database with each other."""
+    own = msgspec.structs.replace(
+        settings, database_schema=f"{settings.database_schema}_{name}",
+        redis_prefix=f"{settings.redis_prefix}{name}:",
+    )
+    try:
+        yield own
+    finally:
+        async def drop() -> None:
+            conn = await asyncpg.connect(settings.database_url)
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {own.database_schema} CASCADE")
+            finally:
+                await conn.close()
+
+        # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+        dropper = threading.Thread(target=asyncio.run, args=(drop(),))
+        dropper.start()
+        dropper.join()
 
 
 class Client:
@@ -140,6 +168,19 @@ class Client:
                 parts.append(msg.text)
             elif isinstance(msg, protocol.AnswerEnd):
                 return "".join(parts), msg, len(parts)
+
+
+def warm_up(url: str, case_id: str = "r8c3vn", timeout: float = 180) -> None:
+    """Play one practice round to its score, waiting as long as the server's matching process
+    needs to load (seconds of CPU at nice 19, longer on a busy machine), so a module's tests
+    on a server of its own meet a warm one, as they would the session's."""
+    with Client(url) as c:
+        c.hello("预热")
+        c.request("start_practice", case_id=case_id)
+        c.expect("practice_started")
+        c.answer("哪里不舒服？")
+        c.request("submit", diagnosis="预热")
+        c.expect("scored", timeout=timeout)
 
 
 # ---------------------------------------------------------------- the LLM simulator, for real

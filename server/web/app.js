@@ -2,6 +2,7 @@
 // order exams and tests, submit a diagnosis, read the score card.
 // Protocol: docs/protocol.md (version 1); the connection lives in socket.js.
 
+import { getSession } from "./auth.js";
 import { $, clear, h, toast } from "./dom.js";
 import { Interview } from "./interview.js";
 import { Orders } from "./orders.js";
@@ -13,6 +14,13 @@ const CONN_TEXT = { idle: "未连接", connecting: "连接中…", open: "已连
 const NAME_KEY = "clinic-arena.name";
 
 const socket = new ArenaSocket();
+// A judge or organizer signed in on this browser practises as staff: every case is listed
+// (drafts and cases reserved by a round too), and the server lets them open it.
+let staff = (() => {
+  const session = getSession();
+  return session && ["organizer", "judge"].includes(session.role) ? session : null;
+})();
+socket.practice = Boolean(staff);
 const state = {
   caseId: null, // the case being played (or being started)
   startId: null, // id of the start_practice request in flight
@@ -60,7 +68,9 @@ const submission = new Submission({
 
 async function loadCases() {
   try {
-    const res = await fetch("/api/cases", { headers: { accept: "application/json" } });
+    const headers = { accept: "application/json" };
+    if (staff) headers.authorization = `Bearer ${staff.token}`;
+    const res = await fetch("/api/cases", { headers });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     renderCases(await res.json());
   } catch (err) {
@@ -87,6 +97,10 @@ function renderCases(cases) {
     c.minutes ? h("span", { class: "tag tag-plain" }, `建议 ${c.minutes} 分钟`) : null),
   h("h2", {}, c.title),
   c.title_en ? h("p", { class: "case-en", lang: "en" }, c.title_en) : null,
+  staff && !c.practice_open
+    ? h("p", { class: "case-staff muted", dataset: { testid: `staff-only-${c.id}` } },
+      "仅工作人员可见：学生现在不能练习这个病例")
+    : null,
   h("p", { class: "case-patient" }, c.patient),
   h("p", { class: "case-cc" }, h("span", { class: "muted" }, "主诉："), c.chief_complaint),
   h("button", {
@@ -116,9 +130,16 @@ async function startPractice(caseId, button = null) {
   if (button) button.textContent = "连接中…";
   state.caseId = caseId;
   try {
-    if (socket.status !== "open" || socket.name !== name) await socket.connect(name);
+    if (socket.status !== "open" || socket.name !== name) await socket.connect(name, staff?.token);
     state.startId = send("start_practice", { case_id: caseId });
   } catch (err) {
+    if (staff && ["unauthorized", "token_expired"].includes(err.code)) {
+      // A signed-out or expired staff session: practise as a student instead.
+      staff = null;
+      socket.practice = false;
+      socket.token = "";
+      return startPractice(caseId, button);
+    }
     toast(slot, err.message, { code: err.code });
     resetStartButtons();
   }

@@ -37,7 +37,7 @@ export function getSession() {
   if (!session || typeof session.token !== "string" || !session.token) return null;
   const exp = toMs(session.exp);
   if (exp !== null && exp <= Date.now()) {
-    clearSession();
+    clearSession({ revoke: false });
     return null;
   }
   return session;
@@ -52,9 +52,30 @@ export function setSession(session) {
   memorySession = session;
 }
 
-export function clearSession() {
+/**
+ * Forget the staff session. With `revoke` (the 退出 button), the token is also signed out
+ * on the server, so a copy of it (another tab, a shared computer's history) stops working.
+ */
+export function clearSession({ revoke = true } = {}) {
+  const token = revoke ? (memorySession?.token || readStoredToken()) : "";
   memorySession = null;
   try { localStorage.removeItem(STAFF_KEY); } catch { /* private mode */ }
+  if (token) {
+    // Best effort: signing out locally must not wait for (or fail with) the network.
+    fetch("/api/logout", {
+      method: "POST", keepalive: true,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: "{}",
+    }).catch(() => {});
+  }
+}
+
+function readStoredToken() {
+  try {
+    return JSON.parse(localStorage.getItem(STAFF_KEY) || "null")?.token || "";
+  } catch {
+    return "";
+  }
 }
 
 const currentToken = () => getSession()?.token ?? "";
@@ -96,7 +117,7 @@ export async function api(path, { method, body, type, as = "json", token } = {})
     const problems = Array.isArray(data?.problems) ? data.problems.map(String) : null;
     const message = data?.message || (problems?.length ? problems[0] : "") || httpMessage(res.status);
     if (res.status === 401 && auth) {
-      clearSession();
+      clearSession({ revoke: false });
       window.dispatchEvent(new CustomEvent("staff:unauthorized", { detail: { message, code: data?.code } }));
     }
     throw Object.assign(new Error(message), {

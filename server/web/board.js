@@ -1,5 +1,6 @@
 // A round's live display, shared by the organizer console, the judges' desk and the
-// big screen: the leaderboard table (a `board` message's {frozen, rows}) and the round
+// big screen: the leaderboard table (a `board` message's {frozen, progress_only, rows};
+// a progress-only board has no scores or ranks to show) and the round
 // clock (`round_state.clock`, times in server seconds) read against server time.
 // Rows are keyed by attempt_id and reused, so a row that changes rank can slide to
 // its new place; everything from the server is inserted as text.
@@ -261,6 +262,11 @@ export class BoardView {
     if (rows.length) this.emptyRow.remove();
     else this.tbody.replaceChildren(this.emptyRow);
     this.table.dataset.frozen = String(Boolean(board?.frozen));
+    // A progress board (public, before publication) carries no score or rank: hide those
+    // columns rather than show a column of dashes.
+    const progress = Boolean(board?.progress_only);
+    this.table.dataset.progressOnly = String(progress);
+    this.table.classList.toggle("board-progress", progress);
     this.board = board;
     if (before) this._slide(before);
     for (const id of changed) {

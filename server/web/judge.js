@@ -10,7 +10,7 @@ import {
 } from "./auth.js";
 import { BoardView, STATUS_ZH, describeClock, fmtClockTime, renderCountdown } from "./board.js";
 
-const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误" };
+const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误", needs_judge: "待评委复核" };
 const KIND_ZH = {
   asked: "问", answered: "答", ordered: "检查", submitted: "提交", scored: "评分",
   adjudicated: "裁定", overridden: "调分", joined: "加入", practice_started: "开始",
@@ -44,6 +44,7 @@ const els = {
   name: $("#detail-name"), meta: $("#detail-meta"), transcript: $("#transcript"), card: $("#card"),
   adjudicate: $("#adjudicate"), adjudicateDx: $("#adjudicate-dx"), reason: $("#adjudicate-reason"),
   noSubmission: $("#no-submission"), error: $("#judge-error"), note: $("#judge-note"),
+  review: $("#review"), reviewList: $("#review-list"), reviewCount: $("#review-count"),
 };
 
 const board = new BoardView($("#board"), {
@@ -165,6 +166,42 @@ function selectRound(id) {
   if (r) document.title = `${r.title} · 评委席`;
   watch(true);
   tick();
+  loadReview();
+}
+
+// ---- the queue: diagnoses the scoring rules left to a judge --------------------------------
+
+let reviewTimer = 0;
+
+/** Reload the queue soon (board updates come in bursts; one request per burst). */
+function scheduleReview() {
+  clearTimeout(reviewTimer);
+  reviewTimer = setTimeout(loadReview, 1500);
+}
+
+async function loadReview() {
+  clearTimeout(reviewTimer);
+  const rid = state.roundId;
+  if (!rid) {
+    els.review.hidden = true;
+    return;
+  }
+  let queue;
+  try {
+    queue = await api(`/api/rounds/${encodeURIComponent(rid)}/review`);
+  } catch {
+    return; // the next board update tries again
+  }
+  if (rid !== state.roundId) return;
+  els.review.hidden = !queue.length;
+  els.reviewCount.textContent = queue.length ? `${queue.length} 份` : "";
+  els.reviewList.replaceChildren(...queue.map((q) => h("li", {},
+    h("button", {
+      type: "button", class: "review-item", dataset: { testid: "review-item", attempt: q.attempt_id },
+      onclick: () => openTranscript(q.attempt_id, board.data.get(q.attempt_id) ?? { name: q.name }),
+    },
+    h("b", {}, q.name || "选手"), "：", q.diagnosis,
+    h("small", { class: "muted review-reason" }, q.reason)))));
 }
 
 function watch(fresh) {
@@ -528,6 +565,7 @@ function onAck(msg) {
   if (req.type === "adjudicate") {
     els.reason.value = "";
     showText(els.note, `裁定已记录：判为${VERDICT_ZH[req.verdict] ?? req.verdict}。`);
+    loadReview();
   } else if (req.type === "override") {
     const form = els.card.querySelector(`form.override[data-key="${CSS.escape(req.key)}"]`);
     if (form) {
@@ -584,6 +622,7 @@ socket.addEventListener("message", (ev) => {
       if (board.update(msg)) {
         $("#joined").textContent = `已加入 ${msg.joined ?? 0} 人`;
         if (state.attemptId) updateAdjudication();
+        scheduleReview();
       }
       break;
     case "transcript":

@@ -31,8 +31,9 @@ const AUDIT_KIND = {
   round_resumed: "继续", round_extended: "延时", round_ended: "结束", results_published: "公布成绩",
   adjudicated: "裁定诊断", overridden: "调整分数", spectator_link: "生成大屏链接",
   spectator_created: "生成大屏链接", roster_imported: "导入名单", code_reissued: "重新发放参赛码",
+  case_visibility: "病例可见性",
 };
-const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误" };
+const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误", needs_judge: "待评委复核" };
 
 const socket = new ArenaSocket();
 const state = {
@@ -142,11 +143,57 @@ async function loadCases() {
           .filter(Boolean).join(" · ")}）`)),
     );
     renderRounds();
+    renderCaseVisibility();
   } catch (err) {
     els.roundCase.replaceChildren(h("option", { value: "" }, "病例列表加载失败"));
     showText($("#round-error"), err.message);
   }
 }
+
+// Who may practise each case (GET /api/cases gives staff every case with its access).
+const VISIBILITY = [
+  ["draft", "草稿"], ["contest", "仅比赛"], ["practice", "开放练习"],
+];
+
+function renderCaseVisibility() {
+  $("#case-vis-list").replaceChildren(...state.cases.map((c) => {
+    const select = h("select", {
+      "aria-label": `${c.title} 的可见性`, dataset: { testid: `visibility-${c.id}` },
+      onchange: () => setVisibility(c, select),
+    }, ...VISIBILITY.map(([value, label]) => h("option", { value }, label)));
+    select.value = c.visibility ?? "practice";
+    const reserved = c.reserved_by?.length
+      ? h("span", { class: "tag tag-reserved", dataset: { testid: `reserved-${c.id}` },
+        title: `场次 ${c.reserved_by.join("、")}` }, "比赛占用中（成绩未公布）")
+      : null;
+    const open = h("span", { class: c.practice_open ? "tag tag-done" : "tag" },
+      c.practice_open ? "学生可练习" : "学生不可见");
+    return h("li", { class: "case-vis", dataset: { case: c.id } },
+      h("div", { class: "case-vis-head" }, h("b", {}, c.title), h("small", { class: "muted mono" }, c.id)),
+      h("div", { class: "case-vis-row" }, select, open, reserved,
+        h("a", { class: "btn-link", href: `./#case=${encodeURIComponent(c.id)}`, target: "_blank",
+          rel: "noopener", dataset: { testid: `try-${c.id}` } }, "试玩")));
+  }));
+}
+
+async function setVisibility(c, select) {
+  const error = $("#cases-error");
+  error.hidden = true;
+  select.disabled = true;
+  try {
+    const access = await api(`/api/cases/${encodeURIComponent(c.id)}/visibility`, {
+      method: "POST", body: { visibility: select.value, request_id: requestId() },
+    });
+    Object.assign(c, access);
+  } catch (err) {
+    showText(error, err.message);
+  } finally {
+    select.disabled = false;
+    renderCaseVisibility();
+  }
+}
+
+$("#reload-cases").addEventListener("click", () => loadCases());
 
 els.roundMinutes.addEventListener("input", () => { els.roundMinutes.dataset.touched = "1"; });
 els.roundCase.addEventListener("change", () => {
@@ -313,6 +360,7 @@ $("#round-form").addEventListener("submit", async (ev) => {
       time_counts: $("#round-time-counts").checked,
       freeze_s: Math.round(freeze * 60),
       board_visible: $("#round-board-visible").checked,
+      open_scoring: $("#round-open-scoring").checked,
       countdown_s: countdown,
       max_submissions: maxSubmissions,
     },
@@ -533,6 +581,7 @@ function rulesText(rules) {
   if (rules.max_submissions) parts.push(`每人可提交 ${rules.max_submissions} 次`);
   parts.push(rules.time_counts ? "用时计分" : "用时不计分");
   parts.push(rules.board_visible === false ? "选手看不到排行榜" : "选手可见排行榜");
+  parts.push(rules.open_scoring ? "公开实时得分" : "成绩公布前不显示得分");
   return parts.join(" · ");
 }
 

@@ -287,6 +287,7 @@ function logout(message = "") {
   $("#paused-banner").hidden = true;
   $("#round-status").hidden = true;
   $("#results-card").replaceChildren();
+  renderOpenScore(null);
   renderBoard();
   renderConn();
   document.title = "参加比赛 · 临床诊断竞技场";
@@ -594,6 +595,7 @@ function onPlayState(msg) {
     }
     : null;
   submission.load({ submitted: msg.submitted, submissions_left: msg.submissions_left }, values);
+  renderOpenScore(msg.score);
   $("#submit-dot").hidden = !msg.submitted;
   if (first) {
     let tab = "interview";
@@ -626,8 +628,17 @@ function renderBoard() {
   }
   const board = msg.board ?? { rows: [], frozen: false };
   const rows = board.rows ?? [];
+  // Before publication (unless the round has open scoring) the server sends progress
+  // only: no score, no rank; say so instead of showing empty columns.
+  const progress = Boolean(board.progress_only);
   boardEl.dataset.version = String(msg.version);
+  boardEl.dataset.progressOnly = String(progress);
+  boardEl.classList.toggle("progress-only", progress);
   boardEl.classList.toggle("frozen", Boolean(board.frozen));
+  $("#board-title").textContent = progress ? "比赛进度" : "排行榜";
+  $("#board-title-en").textContent = progress ? "Progress" : "Leaderboard";
+  $('.tabs [data-tab="board"]').textContent = progress ? "进度" : "排行";
+  $("#board-progress-note").hidden = !progress;
   $("#board-frozen").hidden = !board.frozen;
   $("#board-note").hidden = !board.frozen;
   $("#board-empty").hidden = rows.length > 0;
@@ -651,12 +662,30 @@ function renderBoard() {
       row.team ? h("small", { class: "team-inline muted" }, row.team) : null),
     h("td", { class: "col-team" }, row.team || ""),
     h("td", { class: "col-score" }, row.pending ? "🔒" : row.score == null ? "—" : num(row.score)),
+    h("td", { class: "col-progress" }, `问诊 ${row.questions ?? 0} · 检查 ${row.orders ?? 0}`),
     h("td", { class: "col-state" }, status));
   }));
 }
 
+/** Open scoring only: the latest submission's score, shown at once (never the lines,
+ * which name answer-key items). Without open scoring `score` is never sent. */
+function renderOpenScore(score) {
+  const el = $("#open-score");
+  el.hidden = !score;
+  if (!score) {
+    el.replaceChildren();
+    return;
+  }
+  const verdict = { correct: "诊断正确", partial: "部分正确", wrong: "诊断错误" }[score.verdict] ?? "";
+  el.replaceChildren("本场公开实时得分：",
+    h("b", { dataset: { testid: "open-score-total" } }, num(score.total)),
+    ` / ${num(score.max_total)}`, verdict ? `（${verdict}）` : "",
+    h("small", { class: "muted" }, "以最后一次提交为准。"));
+}
+
 function onSubmitAck(msg) {
   submission.onAck(msg);
+  renderOpenScore(msg.score);
   $("#submit-dot").hidden = false;
   if (state.phase === "ended") applyPhase();
   // The saved draft is now the submission on record; keep it for a refresh.
@@ -668,7 +697,8 @@ function onResults(msg) {
   const of = Number(msg.of) || 0;
   $("#rank").textContent = msg.rank == null ? `未排名 / 共 ${of} 人` : `第 ${msg.rank} 名 / 共 ${of} 人`;
   $("#rank").dataset.rank = msg.rank == null ? "" : String(msg.rank);
-  $("#results-card").replaceChildren(msg.card ? scoreCard(msg.card) : h("p", { class: "muted" }, "没有成绩。"));
+  // The answer key and teaching points come only with the contestant's own results.
+  $("#results-card").replaceChildren(msg.card ? scoreCard(msg.card, { key: msg.key }) : h("p", { class: "muted" }, "没有成绩。"));
   state.phase = "";
   showView();
   tick();

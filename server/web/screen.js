@@ -35,6 +35,7 @@ const els = {
   reason: $("#reason"), frozen: $("#frozen-badge"), joined: $("#joined"),
   step: $("#reveal-step"), final: $("#final-banner"), hint: $("#hint"),
   scroll: $("#board-scroll"), conn: $("#conn"), fatal: $("#fatal"),
+  progress: $("#progress-badge"),
 };
 
 function fatal(message) {
@@ -49,7 +50,8 @@ function tick() {
   const view = describeClock(state.clock, socket.serverNow());
   renderCountdown(els.countdown, view);
   els.countdown.classList.toggle("long", view.time.length > 5);
-  els.frozen.hidden = !(view.frozen || state.boardFrozen) || state.published;
+  // A progress board hides every score anyway: no freeze to announce.
+  els.frozen.hidden = !(view.frozen || state.boardFrozen) || state.published || !els.progress.hidden;
 }
 setInterval(tick, 200);
 
@@ -92,6 +94,8 @@ function onBoard(msg) {
 function showBoard(msg) {
   if (!board.update(msg)) return;
   state.boardFrozen = Boolean(msg.board?.frozen);
+  // Before publication the public board is progress only (no scores, no ranks).
+  els.progress.hidden = !msg.board?.progress_only;
   els.joined.textContent = `已加入 ${msg.joined ?? 0} 人`;
   tick();
 }
@@ -127,6 +131,16 @@ function onReveal(msg) {
     return;
   }
   state.reveal = { steps, index: 0, timer: 0 };
+  els.progress.hidden = true;
+  const shown = board.board;
+  if (shown?.progress_only) {
+    // The screen showed progress only: open the score column with every submission
+    // still hidden ("?"), so each step reveals one.
+    board.renderBoard({
+      ...shown, progress_only: false, frozen: true,
+      rows: (shown.rows ?? []).map((row) => ({ ...row, pending: Boolean(row.submitted) })),
+    }, { flash: false });
+  }
   els.step.hidden = false;
   els.hint.hidden = false;
   els.step.textContent = "揭榜开始";
@@ -152,7 +166,9 @@ function nextStep() {
   const ids = [...revealed];
   const shown = ids.map((id) => board.data.get(id)).filter(Boolean);
   const who = shown.map((row) => `${row.name} ${row.score === null || row.score === undefined ? "" : num(row.score)}`.trim());
-  els.step.textContent = `揭榜 ${r.index} / ${r.steps.length}${who.length ? `：${who.join("，")}` : ""}`;
+  // A large round reveals everyone outside the top places in one step: count them.
+  const said = who.length > 3 ? `${who.length} 位选手的成绩` : who.join("，");
+  els.step.textContent = `揭榜 ${r.index} / ${r.steps.length}${said ? `：${said}` : ""}`;
   els.step.dataset.step = String(r.index);
   const row = ids.length ? board.rowOf(ids[0]) : null;
   if (row) setTimeout(() => row.scrollIntoView({ block: "center", behavior: "smooth" }), 950);

@@ -39,6 +39,8 @@ export class ArenaSocket extends EventTarget {
     this.resyncReason = "";
     this._pingTimer = 0;
     this.token = "";
+    // With a judge's or organizer's token: practise (any case) instead of watching.
+    this.practice = false;
     // Last sequence number seen per channel ("round:…", "attempt:…"); survives reconnects
     // so the server can replay what this client missed (or send `reload`).
     this.cseq = {};
@@ -72,6 +74,7 @@ export class ArenaSocket extends EventTarget {
       ws.addEventListener("open", () => {
         const hello = { type: "hello", v: PROTOCOL_VERSION, name };
         if (this.token) hello.token = this.token;
+        if (this.token && this.practice) hello.practice = true;
         if (Object.keys(this.cseq).length) hello.since = { ...this.cseq };
         helloId = this._raw(hello);
       });

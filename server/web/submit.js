@@ -12,6 +12,7 @@ const VERDICTS = {
   correct: { text: "正确", en: "Correct" },
   partial: { text: "部分正确", en: "Partly correct" },
   wrong: { text: "错误", en: "Incorrect" },
+  needs_judge: { text: "待评委复核", en: "Awaiting a judge" },
 };
 
 export class Submission {
@@ -228,6 +229,8 @@ export class Submission {
   _card(msg) {
     return scoreCard(msg.card, {
       side: msg.of > 1 ? h("span", { class: "muted" }, `本病例练习排名 ${msg.rank} / ${msg.of}`) : null,
+      // Practice: the answer key and teaching points, sent only after this submission.
+      key: msg.key,
       actions: h("div", { class: "score-actions" },
         h("button", { type: "button", class: "btn btn-primary", dataset: { testid: "again-button" },
           onclick: () => this.onAgain() }, "再练一次"),
@@ -238,8 +241,9 @@ export class Submission {
 }
 
 /** The score card (arena.scoring.ScoreCard) explained line by line; `side` and `actions`
- * are extra nodes for the header and the foot (practice: rank and "再练一次"). */
-export function scoreCard(card, { side = null, actions = null } = {}) {
+ * are extra nodes for the header and the foot (practice: rank and "再练一次"); `key`, when
+ * given, is the answer key (protocol.AnswerKeyView) shown under the sections. */
+export function scoreCard(card, { side = null, actions = null, key = null } = {}) {
   const verdict = VERDICTS[card.verdict] ?? { text: card.verdict, en: "" };
   const sections = (card.sections ?? []).map((s) => section(s));
   return h("article", {
@@ -255,16 +259,43 @@ export function scoreCard(card, { side = null, actions = null } = {}) {
         h("small", { lang: "en" }, verdict.en)),
       h("span", { class: "muted" }, `检查费用 ${yuan(card.cost_yuan)}`),
       side)),
+  // The rules could not decide the diagnosis: say so, with their reason, above the lines.
+  card.verdict === "needs_judge"
+    ? h("p", { class: "score-review", role: "note", dataset: { testid: "score-review" } },
+      card.sections?.[0]?.lines?.[0]?.note || "待评委复核")
+    : null,
   sections,
+  key ? answerKey(key) : null,
   actions);
+}
+
+/** The answer key with its teaching points (protocol.AnswerKeyView), for a student's or a
+ * contestant's own card once they may see it. */
+export function answerKey(key) {
+  const list = (title, en, items, testid) => (items?.length
+    ? [h("h4", {}, title, " ", h("small", { lang: "en" }, en)),
+      h("ul", { dataset: { testid } }, items.map((x) => h("li", {}, x)))]
+    : []);
+  return h("section", { class: "answer-key", dataset: { testid: "answer-key" } },
+    h("h3", {}, h("span", {}, "参考答案 ", h("small", { lang: "en" }, "Answer key"))),
+    h("p", { class: "key-dx" }, "标准诊断：",
+      h("b", { dataset: { testid: "key-diagnosis" } }, key.diagnosis),
+      key.icd10 ? `（${key.icd10}）` : "",
+      key.diagnosis_en ? h("small", { lang: "en", class: "muted" }, ` ${key.diagnosis_en}`) : null),
+    ...list("鉴别诊断", "Differentials", key.differentials, "key-differentials"),
+    ...list("必要检查", "Necessary tests", key.necessary_tests, "key-tests"),
+    ...list("教学要点", "Teaching points", key.teaching_points, "key-teaching"));
 }
 
 function section(s) {
   const pct = s.max_points > 0 ? Math.max(0, Math.min(100, (100 * s.points) / s.max_points)) : 0;
+  // Through the CSSOM: a style="" attribute is blocked by the pages' CSP (style-src 'self').
+  const fill = h("span");
+  fill.style.width = `${pct}%`;
   return h("section", { class: "score-section", dataset: { testid: "score-section", key: s.key } },
     h("h3", {}, h("span", {}, s.title, " ", h("small", { lang: "en" }, s.title_en)),
       h("span", { class: "pts" }, `${num(s.points)} / ${num(s.max_points)}`)),
-    h("div", { class: "bar", "aria-hidden": "true" }, h("span", { style: `width:${pct}%` })),
+    h("div", { class: "bar", "aria-hidden": "true" }, fill),
     h("ul", { class: "score-lines" }, (s.lines ?? []).map((line) => h("li", {
       class: line.met ? "met" : "unmet", dataset: { testid: "score-line" },
     },

@@ -22,12 +22,20 @@ from server.settings import Settings
 from tests.adversarial.attacks import CATEGORIES, Attack, attacks_for
 from tests.adversarial.hostile import Step, confirmation_plan, plan, replies
 from tests.adversarial.oracle import LeakOracle, all_case_ids
-from tests.support import Client, Sim, running_server
+from tests.support import Client, Sim, own_schema, running_server
 
 CASE_IDS = all_case_ids()
 # A practice is restarted after this many attacks, so no transcript grows without end.
 ATTACKS_PER_PRACTICE = 30
 TURN_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Iterator[Settings]:
+    """A database of this module's own: practice needs cases that no round another module
+    left unpublished reserves (a reserved case is not open to practice)."""
+    with own_schema(settings, "leaks") as own:
+        yield own
 
 
 @pytest.fixture(scope="module")

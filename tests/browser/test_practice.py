@@ -12,15 +12,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
+from arena.cases import load_case
+from arena.secrecy import answer_terms, find_terms
+from server.settings import Settings
 from tests.browser.chromium import SHOTS, watch_stream
+from tests.support import own_schema, running_server, warm_up
 
 pytestmark = pytest.mark.browser
 
+CASES = Path(__file__).resolve().parents[2] / "cases"
 CASE = "r8c3vn"
 EXAM, TEST = "exam_heart", "test_ecg"
 
@@ -33,6 +39,15 @@ VIEWPORTS: dict[str, dict[str, Any]] = {
 }
 
 WATCH_STREAM = watch_stream("chat-log")
+
+
+@pytest.fixture(scope="module")
+def live_server(settings: Settings) -> Iterator[str]:
+    """A database of this module's own: a round another module leaves unpublished reserves
+    its case, and a reserved case is not open to practice."""
+    with own_schema(settings, "browser_practice") as own, running_server(own) as url:
+        warm_up(url)
+        yield url
 
 
 @pytest.fixture(params=sorted(VIEWPORTS))
@@ -103,6 +118,8 @@ def test_practice_round(page: Page, live_server: str) -> None:
     start = page.get_by_test_id(f"start-{CASE}")
     expect(start).to_be_visible()
     expect(page.get_by_test_id(f"case-{CASE}")).to_contain_text("胸痛")
+    # Before the submission nothing on the page names the answer key.
+    expect(page.get_by_test_id("answer-key")).to_have_count(0)
     page.get_by_test_id("name-input").fill("浏览器测试")
     shot(page, "1-landing")
 
@@ -125,6 +142,9 @@ def test_practice_round(page: Page, live_server: str) -> None:
     ask(page, "哪里不舒服？")
     ask(page, "胸痛是什么时候开始的？")
     shot(page, "3-interview")
+    # Nothing shown before an order or the submission names the answer key.
+    key_terms = answer_terms(load_case((CASES / f"{CASE}.json").read_bytes()))
+    assert not find_terms(page.locator("body").inner_text(), key_terms)
 
     # (4) an exam and a test from the menu; results appear under them
     show(page, "orders")
@@ -169,7 +189,13 @@ def test_practice_round(page: Page, live_server: str) -> None:
     expect(sections.first).to_contain_text("主要诊断")
     assert card.get_by_test_id("score-line").count() >= sections.count()
     expect(card).to_contain_text("主动脉夹层")
+    # The answer key and teaching points, on the student's own card after the submission.
+    key = card.get_by_test_id("answer-key")
+    expect(key.get_by_test_id("key-diagnosis")).to_have_text("急性下壁ST段抬高型心肌梗死")
+    assert key.get_by_test_id("key-teaching").locator("li").count() >= 1
     shot(page, "6-score")
+    key.scroll_into_view_if_needed()
+    shot(page, "6-answer-key")
     page.evaluate("window.scrollTo(0, 0)")  # sticky bars would sit mid-page in a full shot
     shot(page, "7-score-full", full_page=True)
 

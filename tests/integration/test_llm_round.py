@@ -12,7 +12,15 @@ from arena.prompt import system_prompt
 from server import protocol
 from server.library import Library
 from server.settings import Settings
-from tests.support import Client, Sim, running_server
+from tests.support import Client, Sim, own_schema, running_server
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Iterator[Settings]:
+    """A database of this module's own: practice needs cases that no round another module
+    left unpublished reserves (a reserved case is not open to practice)."""
+    with own_schema(settings, "llm_round") as own:
+        yield own
 
 
 def start(c: Client, case_id: str = "r8c3vn") -> str:

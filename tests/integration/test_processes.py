@@ -552,3 +552,32 @@ def test_redis_losing_everything_mid_round_loses_no_progress(
         judge.hello(token=org.token)
         judge.request("watch", round_id=rid, since=2)
         assert judge.expect("reload").channel == ch
+
+
+def _login_status(url: str, username: str, address: str) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url + "/api/login", method="POST",
+        data=msgspec.json.encode({"username": username, "password": "wrong-password"}),
+        headers={"content-type": "application/json", "x-forwarded-for": address},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, msgspec.json.decode(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, msgspec.json.decode(exc.read())
+
+
+def test_rate_limits_hold_across_processes(pair: Pair) -> None:
+    """Sign-in failures are counted once, in Redis: ten wrong passwords split across both
+    processes (LOGIN_LIMIT's default, 10 per address + username) lock the name out on
+    both, where a per-process count would allow twenty. The address comes from
+    X-Forwarded-For, trusted from loopback as from nginx, so no other test is locked out."""
+    p1, p2 = pair.ensure()
+    name, address = f"nobody-{uuid.uuid4().hex[:6]}", f"10.9.{os.getpid() % 250}.1"
+    for i in range(10):
+        status, body = _login_status((p1, p2)[i % 2].url, name, address)
+        assert status == 401 and body["code"] == "unauthorized", (i, status, body)
+    for server in (p1, p2):
+        status, body = _login_status(server.url, name, address)
+        assert status == 429 and body["code"] == "rate_limited", (server.name, status, body)
+        assert "秒后再试" in body["message"]

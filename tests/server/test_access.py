@@ -25,9 +25,10 @@ import asyncpg
 import pytest
 
 from server import api, protocol
-from server.auth import Claims, Signer
+from server.auth import Claims
 from server.auth import Role as TokenRole
 from server.settings import Settings
+from server.tokens import Signer
 from tests.support import ADMIN_PASSWORD, Api, Client, FakeClock, make_round, running_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -79,10 +80,13 @@ ANYONE = frozenset({"anyone"})
 HTTP_WHO: dict[str, frozenset[str]] = {
     "POST /api/login": ANYONE,
     "POST /api/join": ANYONE,
+    "POST /api/logout": frozenset(TOKEN_ROLES),
     # Not in the docs' table (see test_every_route_is_documented); the organizer console
     # (server/console.py) is its only caller.
     "POST /api/accounts": frozenset({"organizer"}),
     "GET /api/me": frozenset(TOKEN_ROLES),
+    "GET /api/cases": ANYONE,
+    "POST /api/cases/{case}/visibility": frozenset({"organizer"}),
     "GET /api/competitions": frozenset({"organizer", "judge"}),
     "POST /api/competitions": frozenset({"organizer"}),
     "POST /api/competitions/{cid}/rounds": frozenset({"organizer"}),
@@ -93,6 +97,7 @@ HTTP_WHO: dict[str, frozenset[str]] = {
     "GET /api/rounds/{rid}": frozenset({"organizer", "judge"}),
     "POST /api/rounds/{rid}/{action}": frozenset({"organizer"}),
     "POST /api/rounds/{rid}/spectator": frozenset({"organizer"}),
+    "GET /api/rounds/{rid}/review": frozenset({"organizer", "judge"}),
     "GET /api/rounds/{rid}/audit": frozenset({"organizer"}),
     "GET /api/rounds/{rid}/export": frozenset({"organizer"}),
 }
@@ -144,10 +149,11 @@ def _db(settings: Settings, query: str, *args: Any) -> list[asyncpg.Record]:
 
 
 def _signer(settings: Settings) -> Signer:
-    """A signer holding the server's own key, read from the `secrets` table."""
-    rows = _db(settings, "SELECT value FROM secrets WHERE name = 'token_key'")
-    assert len(rows) == 1
-    return Signer(bytes(rows[0]["value"]))
+    """A signer holding the server's own keys, read from the `token_keys` table."""
+    rows = _db(settings, "SELECT kid, secret FROM token_keys WHERE retired_at IS NULL"
+                         " ORDER BY created_at, kid")
+    assert rows
+    return Signer({r["kid"]: bytes(r["secret"]) for r in rows}, rows[-1]["kid"])
 
 
 @dataclass
@@ -428,14 +434,16 @@ def test_only_a_judge_changes_a_score(server: str, settings: Settings, world: Wo
 
 def test_wrong_tokens_get_unauthorized_and_no_welcome(server: str, world: World) -> None:
     genuine = world.tokens["contestant"]
-    payload, sig = genuine.split(".")
-    forged_role = Signer(b"o" * 32).issue(Claims(role="organizer", sub="admin", exp=2e10))
+    header, payload, sig = genuine.split(".")
+    kid = json.loads(_unb64(header))["kid"]
+    forged_role = Signer({kid: b"o" * 32}, kid).issue(
+        Claims(role="organizer", sub="admin", exp=2e10))
     claims = json.loads(_unb64(payload))
     claims["role"] = "organizer"
-    tampered = f"{_b64(json.dumps(claims).encode())}.{sig}"
-    other_sig = world.tokens["judge"].split(".")[1]
-    bad = ["garbage", "a.b", "a.b.c", genuine + "x", f"{payload}.{other_sig}", tampered,
-           forged_role, "令牌.签名", "x" * 2048]
+    tampered = f"{header}.{_b64(json.dumps(claims).encode())}.{sig}"
+    other_sig = world.tokens["judge"].split(".")[2]
+    bad = ["garbage", "a.b", "a.b.c", genuine + "x", f"{header}.{payload}.{other_sig}",
+           tampered, forged_role, "令牌.签名.x", "x" * 2048]
     with Client(server) as c:
         for token in bad:
             reply = _send(c, "hello", v=protocol.PROTOCOL_VERSION, token=token)
@@ -450,7 +458,7 @@ def test_wrong_tokens_get_unauthorized_and_no_welcome(server: str, world: World)
 
 def test_expired_tokens(server: str, settings: Settings, world: World, clock: FakeClock) -> None:
     signer = _signer(settings)
-    bound = {"competition_id": world.cid, "round_id": world.rid}
+    bound: dict[str, Any] = {"competition_id": world.cid, "round_id": world.rid}
     with Client(server) as c:
         for role in TOKEN_ROLES:
             extra = bound if role in ("contestant", "spectator") else {}
@@ -507,8 +515,12 @@ _HTTP_CALLS: dict[str, Callable[[World], Call]] = {
     "POST /api/login": lambda w: Call("/api/login", {"username": "admin",
                                                      "password": ADMIN_PASSWORD}),
     "POST /api/join": lambda w: Call("/api/join", {"code": w.used_code}),
+    "POST /api/logout": lambda w: Call("/api/logout", {}),
     "POST /api/accounts": lambda w: Call("/api/accounts", {}),
     "GET /api/me": lambda w: Call("/api/me"),
+    "GET /api/cases": lambda w: Call("/api/cases"),
+    "POST /api/cases/{case}/visibility": lambda w: Call(
+        f"/api/cases/{CASE_ID}/visibility", {}),
     "GET /api/competitions": lambda w: Call("/api/competitions"),
     "POST /api/competitions": lambda w: Call("/api/competitions", {}),
     "POST /api/competitions/{cid}/rounds": lambda w: Call(
@@ -523,6 +535,7 @@ _HTTP_CALLS: dict[str, Callable[[World], Call]] = {
     "GET /api/rounds/{rid}": lambda w: Call(f"/api/rounds/{w.rid}"),
     "POST /api/rounds/{rid}/{action}": lambda w: Call(f"/api/rounds/{w.rid}/pause", {}),
     "POST /api/rounds/{rid}/spectator": lambda w: Call(f"/api/rounds/{w.rid}/spectator"),
+    "GET /api/rounds/{rid}/review": lambda w: Call(f"/api/rounds/{w.rid}/review"),
     "GET /api/rounds/{rid}/audit": lambda w: Call(f"/api/rounds/{w.rid}/audit"),
     "GET /api/rounds/{rid}/export": lambda w: Call(f"/api/rounds/{w.rid}/export"),
 }
@@ -534,7 +547,7 @@ def _authorization(world: World, caller: str) -> str | None:
     if caller == "student":
         return "Bearer "  # a student has no token
     if caller == "forged":
-        return "Bearer " + Signer(b"f" * 32).issue(
+        return "Bearer " + Signer({"k": b"f" * 32}, "k").issue(
             Claims(role="organizer", sub="admin", exp=2e10))
     if caller == "expired":
         return "Bearer " + world.expired
@@ -571,14 +584,30 @@ def _expected(who: frozenset[str], caller: str) -> str:
     return "ok" if caller in who else "403"
 
 
+def _throwaway(settings: Settings, world: World, clock: FakeClock, caller: str) -> str:
+    """A fresh token of `caller`'s role, for a route that signs its caller out."""
+    if caller not in TOKEN_ROLES:
+        return _authorization(world, caller) or ""
+    bound = {"competition_id": world.cid, "round_id": world.rid}
+    extra = bound if caller in ("contestant", "spectator") else {}
+    sub = {"contestant": world.roster[0]["id"], "judge": world.judge_user,
+           "organizer": "admin"}.get(caller, "screen-x")
+    token = _signer(settings).issue(
+        Claims(role=caller, sub=sub, exp=clock.now + 600, **extra))  # type: ignore[arg-type]
+    return "Bearer " + token
+
+
 @pytest.mark.parametrize("route", list(HTTP_WHO))
-def test_http_matrix(server: str, world: World, route: str) -> None:
+def test_http_matrix(server: str, settings: Settings, world: World, clock: FakeClock,
+                     route: str) -> None:
     method = route.split(" ", 1)[0]
     call = _HTTP_CALLS[route](world)
     problems: list[str] = []
     for caller in CALLERS:
         expected = _expected(HTTP_WHO[route], caller)
-        status, body = _http(server, method, call, _authorization(world, caller))
+        authorization = (_throwaway(settings, world, clock, caller)
+                         if route == "POST /api/logout" else _authorization(world, caller))
+        status, body = _http(server, method, call, authorization)
         code = body.get("code") if isinstance(body, dict) else None
         message = body.get("message", "") if isinstance(body, dict) else ""
         if expected == "ok":

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+import jwt
+import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from arena.errors import (
     BadRequest,
@@ -23,16 +28,10 @@ from arena.errors import (
 )
 from arena.roster import RosterRow, make_join_code
 from server.audit import AuditLog
-from server.auth import (
-    Accounts,
-    Claims,
-    Roster,
-    Signer,
-    hash_password,
-    load_secret,
-    verify_password,
-)
+from server.auth import Accounts, Claims, Roster, hash_password, verify_password
 from server.settings import Settings
+from server.tokens import Signer, Tokens
+from tests.support import FakeClock
 
 KEY = b"k" * 32
 
@@ -94,88 +93,207 @@ def test_password_length_is_enforced() -> None:
 
 
 def claims(exp: float = 2000.0) -> Claims:
-    return Claims(role="contestant", sub="c1", name="张三", competition_id="comp", exp=exp)
+    return Claims(role="contestant", sub="c1", name="张三", competition_id="comp", exp=exp,
+                  jti="j1")
 
 
-def test_token_round_trip() -> None:
-    signer = Signer(KEY)
-    token = signer.issue(claims())
-    assert "=" not in token and token.count(".") == 1
-    assert signer.verify(token, now=1000.0) == claims()
+def signer(key: bytes = KEY, kid: str = "k1") -> Signer:
+    return Signer({kid: key}, kid)
+
+
+def test_token_is_a_standard_jwt_with_a_key_id() -> None:
+    token = signer().issue(claims())
+    assert "=" not in token and token.count(".") == 2
+    header, payload, _ = token.split(".")
+    assert json.loads(unb64(header)) == {"alg": "HS256", "kid": "k1", "typ": "JWT"}
+    assert json.loads(unb64(payload))["jti"] == "j1"
+    # Any JWT library with the key reads it: nothing here is our own format.
+    standard = jwt.decode(token, KEY, algorithms=["HS256"], options={"verify_exp": False})
+    assert standard["sub"] == "c1"
+    assert signer().verify(token, now=1000.0) == claims()
+    fresh = signer().verify(signer().issue(msgspec.structs.replace(claims(), jti="")), 1000.0)
+    assert len(fresh.jti) == 32  # a token is never issued without its own id
 
 
 def test_tampered_payload_is_refused() -> None:
-    signer = Signer(KEY)
-    payload, sig = signer.issue(claims()).split(".")
+    header, payload, sig = signer().issue(claims()).split(".")
     forged = b64(unb64(payload).replace(b'"contestant"', b'"organizer"'))
     assert forged != payload
     with pytest.raises(Unauthorized) as info:
-        signer.verify(f"{forged}.{sig}", now=1000.0)
+        signer().verify(f"{header}.{forged}.{sig}", now=1000.0)
     assert type(info.value) is Unauthorized
     assert info.value.message_zh == "登录凭证无效，请重新登录。"
 
 
-def test_tampered_signature_or_other_key_is_refused() -> None:
-    signer = Signer(KEY)
-    payload, sig = signer.issue(claims()).split(".")
+def test_tampered_signature_other_key_or_unknown_kid_is_refused() -> None:
+    header, payload, sig = signer().issue(claims()).split(".")
     flipped = ("A" if sig[0] != "A" else "B") + sig[1:]
-    for token in (f"{payload}.{flipped}", Signer(b"o" * 32).issue(claims())):
+    for token in (f"{header}.{payload}.{flipped}", signer(b"o" * 32).issue(claims()),
+                  signer(kid="k2").issue(claims())):
         with pytest.raises(Unauthorized):
-            signer.verify(token, now=1000.0)
+            signer().verify(token, now=1000.0)
+
+
+def test_other_algorithms_are_refused() -> None:
+    # "none", and HS512 (with a key long enough for it): only HS256 is ever accepted.
+    body = msgspec.to_builtins(claims())
+    unsigned = jwt.encode(body, None, algorithm="none", headers={"kid": "k1"})  # type: ignore[arg-type]
+    other = jwt.encode(body, KEY * 2, algorithm="HS512", headers={"kid": "k1"})
+    for token in (unsigned, other):
+        with pytest.raises(Unauthorized):
+            signer().verify(token, now=1000.0)
 
 
 def test_expired_token() -> None:
-    signer = Signer(KEY)
-    token = signer.issue(claims(exp=2000.0))
-    assert signer.verify(token, now=1999.9).sub == "c1"
+    token = signer().issue(claims(exp=2000.0))
+    assert signer().verify(token, now=1999.9).sub == "c1"
     with pytest.raises(TokenExpired) as info:
-        signer.verify(token, now=2000.0)
+        signer().verify(token, now=2000.0)
     assert info.value.code == "token_expired" and info.value.status == 401
     assert info.value.message_zh == "登录已过期，请重新登录。"
 
 
 @pytest.mark.parametrize("token", [
-    "", ".", "garbage", "a.b.c", "x" * 5000, "令牌.签名",
+    "", ".", "garbage", "a.b.c", "a.b", "x" * 5000, "令牌.签名.x",
 ])
 def test_garbage_tokens_are_unauthorized(token: str) -> None:
     with pytest.raises(Unauthorized) as info:
-        Signer(KEY).verify(token, now=0.0)
+        signer().verify(token, now=0.0)
     assert type(info.value) is Unauthorized
 
 
 def test_signed_but_wrong_shape_is_unauthorized() -> None:
     # Only a key holder could make these; still no crash if one ever did.
-    signer = Signer(KEY)
-    for body in (b"[]", b'{"role":"admin","sub":"x","exp":9}', b"\xff"):
-        payload = b64(body)
-        sig = b64(hmac.new(KEY, payload.encode(), hashlib.sha256).digest())
-        assert signer.verify(signer.issue(claims()), now=0.0)  # the same recipe is accepted
+    for body in ({"role": "admin", "sub": "x", "exp": 9, "jti": "j"},
+                 {"role": "judge", "sub": 5, "exp": 9, "jti": "j"},
+                 {"role": "judge", "sub": "x", "jti": "j"}):
+        token = jwt.encode(body, KEY, algorithm="HS256", headers={"kid": "k1"})
         with pytest.raises(Unauthorized):
-            signer.verify(f"{payload}.{sig}", now=0.0)
+            signer().verify(token, now=0.0)
 
 
 def test_short_key_is_refused() -> None:
     with pytest.raises(ValueError):
-        Signer(b"short")
+        Signer({"k": b"s" * 31}, "k")
 
 
-# --- the shared key ------------------------------------------------------------------------
+# --- keys and revocation, shared through PostgreSQL and Redis ------------------------------
 
 
-def test_load_secret_agrees_across_calls_and_pools(settings: Settings) -> None:
-    # A fresh schema so the key is created here, by two pools racing like two processes.
-    schema = f"{settings.database_schema}_key"
-
-    async def run() -> None:
+@asynccontextmanager
+async def tokens_in(settings: Settings, schema: str, clock: FakeClock
+                    ) -> AsyncIterator[tuple[Tokens, Tokens]]:
+    """Two Tokens services on one fresh schema and Redis prefix: two processes."""
+    prefix = f"{settings.redis_prefix}{schema}:"
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
         async with database(settings, schema) as one, database(settings, schema) as two:
             try:
-                a, b = await asyncio.gather(load_secret(one), load_secret(two))
-                assert a == b and len(a) == 32
-                assert await load_secret(one) == a and await load_secret(two) == a
+                a, b = await asyncio.gather(Tokens.open(one, client, prefix, clock),
+                                            Tokens.open(two, client, prefix, clock))
+                yield a, b
             finally:
                 await one.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await client.aclose()
+
+
+def test_first_key_agrees_across_processes_and_rotates(settings: Settings) -> None:
+    clock = FakeClock(1000.0)
+
+    async def run() -> None:
+        async with tokens_in(settings, f"{settings.database_schema}_keys", clock) as (a, b):
+            assert a.signer is not None and b.signer is not None
+            assert a.signer.keys == b.signer.keys and len(a.signer.keys) == 1  # one key made
+            old, _ = await a.issue(claims(exp=5000.0))
+            assert (await b.verify(old)).sub == "c1"
+
+            new_kid = await b.add_key()  # rotation on process b
+            new, _ = await b.issue(claims(exp=5000.0))
+            assert jwt.get_unverified_header(new)["kid"] == new_kid
+            assert (await a.verify(new)).sub == "c1"  # a learns the new key on first sight
+            assert (await b.verify(old)).sub == "c1"  # and old tokens still work
+
+            await b.retire_key(jwt.get_unverified_header(old)["kid"])
+            with pytest.raises(Unauthorized):
+                await b.verify(old)
+            assert (await b.verify(new)).sub == "c1"
+            with pytest.raises(NotFound):
+                await b.retire_key("no-such-key")
 
     asyncio.run(run())
+
+
+def test_logout_and_reissue_revoke_everywhere_even_after_redis_loses_it(
+        settings: Settings) -> None:
+    clock = FakeClock(1000.0)
+
+    async def run() -> None:
+        async with tokens_in(settings, f"{settings.database_schema}_revoke", clock) as (a, b):
+            first, first_claims = await a.issue(claims(exp=5000.0))
+            second, _ = await a.issue(claims(exp=5000.0))
+            other, _ = await a.issue(Claims(role="judge", sub="c1", exp=5000.0))
+            assert first_claims.iat == 1000.0 and first_claims.jti
+            await b.revoke(first_claims)  # logout on process b
+            for svc in (a, b):
+                with pytest.raises(Unauthorized) as info:
+                    await svc.verify(first)
+                assert "重新登录" in info.value.message_zh
+                assert (await svc.verify(second)).sub == "c1"  # only that one token
+
+            await a.revoke_subject("contestant:c1")  # the organizer reissues c1's code
+            third, _ = await a.issue(claims(exp=5000.0))  # the new code's token, same instant
+            with pytest.raises(Unauthorized):
+                await b.verify(second)
+            assert (await b.verify(third)).sub == "c1"
+            assert (await b.verify(other)).role == "judge"  # a judge named c1 is not c1
+
+            # Redis loses everything: PostgreSQL still knows, and the cache is refilled.
+            await a.r.delete(*[k async for k in a.r.scan_iter(match=f"{a.prefix}*")])
+            for token in (first, second):
+                with pytest.raises(Unauthorized):
+                    await b.verify(token)
+            assert (await a.verify(third)).sub == "c1"
+
+    asyncio.run(run())
+
+
+def test_keys_command_rotates_and_retires(settings: Settings) -> None:
+    """`arena keys add` / `retire`, against the database a server uses."""
+    schema = f"{settings.database_schema}_cli"
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "DATABASE_SCHEMA": schema,
+           "DATA_DIR": str(settings.data_dir)}
+
+    def arena(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "server.cli", "keys", *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    async def first_key() -> str:
+        async with database(settings, schema) as pool:
+            tokens = await Tokens.open(pool, aioredis.Redis.from_url(settings.redis_url),
+                                       f"{settings.redis_prefix}cli:", FakeClock())
+            assert tokens.signer is not None
+            await tokens.r.aclose()
+            return tokens.signer.current
+
+    async def drop() -> None:
+        async with database(settings, schema) as pool:
+            await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    try:
+        old = asyncio.run(first_key())
+        added = arena("add")
+        assert added.returncode == 0, added.stderr
+        new = added.stdout.strip()
+        listed = arena("list").stdout
+        assert f"{old}  " in listed and "仅验证" in listed and f"{new}  " in listed
+        assert "签名中" in listed.splitlines()[-1]  # the newest key signs
+        assert arena("retire", old).returncode == 0
+        assert "停用" in arena("list").stdout.splitlines()[0]
+        again = arena("retire", old)
+        assert again.returncode == 1 and "已停用" in again.stdout
+    finally:
+        asyncio.run(drop())
 
 
 # --- staff accounts ------------------------------------------------------------------------

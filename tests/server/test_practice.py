@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 import redis
 
 from server import protocol
 from server.settings import Settings
-from tests.support import Client
+from tests.support import Client, own_schema, running_server, warm_up
+
+
+@pytest.fixture(scope="module")
+def settings(settings: Settings) -> Iterator[Settings]:
+    """A database of this module's own: a round another module leaves unpublished reserves
+    its case, and a reserved case is not open to practice."""
+    with own_schema(settings, "practice") as own:
+        yield own
+
+
+@pytest.fixture(scope="module")
+def live_server(settings: Settings) -> Iterator[str]:
+    with running_server(settings) as url:
+        warm_up(url)
+        yield url
 
 
 def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_events) -> None:  # type: ignore[no-untyped-def]
@@ -60,6 +77,9 @@ def test_a_whole_practice_round(live_server: str, settings: Settings, fetch_even
     assert answered["status"] == "ok" and answered["text"] == text
     assert answered["tokens_out"] > 0 and answered["duration_ms"] >= 0
     assert events[6]["request_id"] == sid
+    versions = events[7]["payload"]["versions"]  # what produced the score (docs/audit.md)
+    assert versions["engine"] == "scripted" and len(versions["case_hash"]) == 64
+    assert {"rules", "matcher", "model", "prompt"} <= versions.keys()
 
     r = redis.Redis.from_url(settings.redis_url)
     try:
@@ -134,7 +154,8 @@ def test_the_largest_valid_submission_fits_in_a_frame(live_server: str) -> None:
         c.expect("practice_started")
         c.request("submit", diagnosis="酮" * 200, differentials=["酸" * 200] * 10,
                   reasoning="理" * 4000)
-        assert c.expect("scored").card.verdict == "wrong"
+        # Scoring does not read a 200-character "diagnosis": a judge would have to.
+        assert c.expect("scored").card.verdict == "needs_judge"
 
 
 def test_version_mismatch_is_refused(live_server: str) -> None:

@@ -1,8 +1,20 @@
 from __future__ import annotations
 
+import math
+
+import msgspec
 import pytest
 
-from arena.leaderboard import Board, Entry, Row, frozen_view, live_view, rank, reveal_steps
+from arena.leaderboard import (
+    Board,
+    Entry,
+    Row,
+    frozen_view,
+    live_view,
+    progress_view,
+    rank,
+    reveal_steps,
+)
 
 
 def e(attempt_id: str, score: float | None = None, *, at: float | None = None,
@@ -125,3 +137,42 @@ def test_nothing_to_reveal_without_submissions_in_the_freeze() -> None:
     entries = [e("a", 50.0, at=10.0), e("b", q=1)]
     assert reveal_steps(entries, FREEZE) == []
     assert frozen_view(entries, FREEZE).rows == live_view(entries).rows
+
+
+def test_progress_view_shows_no_score_and_never_orders_by_one() -> None:
+    entries = [e("top", 95.0, q=1), e("low", 10.0, q=4, o=1), e("mid", 50.0, q=1),
+               e("idle"), e("busy", q=2, o=3, name="busy")]
+    board = progress_view(entries)
+    assert board.progress_only and not board.frozen
+    assert all(r.score is None and r.rank is None and not r.pending for r in board.rows)
+    assert order(board.rows) == ["busy", "low", "mid", "top", "idle"]  # progress, then name
+    assert [r.submitted for r in board.rows] == [False, True, True, True, False]
+    # The same progress with other scores gives the same board: nothing to infer.
+    swapped = [msgspec.structs.replace(x, score=100.0 - (x.score or 0)) if x.score else x
+               for x in entries]
+    assert progress_view(swapped) == board
+    assert not live_view(entries).progress_only
+    with pytest.raises(ValueError):
+        progress_view([e("a"), e("a")])
+
+
+def test_reveal_from_a_progress_board_reveals_every_submission() -> None:
+    entries = [e("a", 90.0, q=1), e("b", 40.0, q=5), e("c", q=9)]
+    steps = reveal_steps(entries, -math.inf)
+    assert [s.attempt_id for s in steps] == ["a", "b"]  # the lowest pending row first
+    assert steps[0].board.frozen and not steps[-1].board.frozen
+    assert steps[-1].board == live_view(entries)
+
+
+def test_a_long_reveal_unfreezes_all_but_the_top_at_once() -> None:
+    entries = [e(f"p{i:02d}", float(i), q=i % 3) for i in range(15)] + [e("idle")]
+    steps = reveal_steps(entries, -math.inf, one_by_one=4)
+    assert len(steps) == 5 and steps[0].attempt_id == ""
+    first = {r.attempt_id: r for r in steps[0].board.rows}
+    # Everyone who ends outside the top four is revealed at once; the top four stay hidden.
+    assert {a for a, r in first.items() if r.pending} == {"p14", "p13", "p12", "p11"}
+    assert first["p10"].score == 10.0 and first["p10"].rank == 1 and first["p00"].rank == 11
+    # Then the lowest pending row first (pending rows sit by progress, not by score).
+    assert [s.attempt_id for s in steps[1:]] == ["p12", "p13", "p14", "p11"]
+    assert steps[-1].board == live_view(entries)
+    assert reveal_steps(entries, -math.inf, one_by_one=20) == reveal_steps(entries, -math.inf)

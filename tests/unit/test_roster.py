@@ -13,6 +13,7 @@ from arena.roster import (
     JOIN_CODE_ALPHABET,
     MAX_ROWS,
     RosterRow,
+    csv_cell,
     make_join_code,
     normalize_join_code,
     parse_roster,
@@ -162,3 +163,21 @@ def test_normalize_refuses_what_cannot_be_a_code(typed: str) -> None:
     with pytest.raises(JoinCodeInvalid) as info:
         normalize_join_code(typed)
     assert info.value.message_zh.startswith("参赛码无效")
+
+
+@pytest.mark.parametrize(("value", "exported"), [
+    ("=1+1", "'=1+1"), ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+    ("+8613800000000", "'+8613800000000"), ("-5", "'-5"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("  =cmd|' /C calc'!A0", "'  =cmd|' /C calc'!A0"), ("\t=1", "'\t=1"), ("\r=1", "'\r=1"),
+    ("张三", "张三"), ("K7PX-3QMA", "K7PX-3QMA"), ("a=b", "a=b"), ("", ""),
+    ("http://h/play.html#code=K7PX-3QMA", "http://h/play.html#code=K7PX-3QMA"),
+])
+def test_csv_cells_never_start_a_formula(value: str, exported: str) -> None:
+    assert csv_cell(value) == exported
+
+
+def test_control_characters_in_a_roster_are_problems() -> None:
+    text = "姓名,学校,邮箱\n张\x01三,医学院,\n李四,医\x7f学院,\n王五,医学院,\n"
+    rows, problems = parse_roster(text)
+    assert [r.name for r in rows] == ["王五"]
+    assert problems == ["第 2 行：姓名含有不可见的控制字符", "第 3 行：学校含有不可见的控制字符"]

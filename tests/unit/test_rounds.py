@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -422,3 +423,15 @@ def test_rules_round_trip_through_json() -> None:
     event = RoundCreated(round_id="r", event_id="e", title="t", rules=rules, at=1.0)
     payload = msgspec.json.decode(msgspec.json.encode(event))
     assert decode_round_event("round_created", payload) == event
+
+
+def test_scores_stay_off_the_public_board_until_publication() -> None:
+    assert RoundRules(case_id="c").open_scoring is False  # off unless the rules say so
+    for status in STATUSES:
+        rnd = in_status(status)
+        assert rnd.scores_public() == (status == "published")
+        assert rnd.hidden_from() == -math.inf  # the reveal starts from the progress board
+    opened = running(msgspec.structs.replace(RULES, open_scoring=True))
+    assert opened.scores_public() and opened.hidden_from() == 590.0
+    no_freeze = running(RoundRules(case_id="c", open_scoring=True))
+    assert no_freeze.hidden_from() is None

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from arena.attempt import Question, Submission
-from arena.scoring import Weights, judge_diagnosis, normalize, score
+from arena.cases import Diagnosis
+from arena.scoring import Weights, adjudicate, judge_against, judge_diagnosis, normalize, score
 from tests.unit.sample import sample_case
 
 
@@ -14,7 +15,16 @@ from tests.unit.sample import sample_case
     ("I21.1", "correct"),
     ("急性冠脉综合征", "partial"),
     ("ACS", "partial"),
-    ("I21.4 心内膜下", "partial"),  # right ICD-10 category, wrong subcategory
+    # I21.4 is a non-ST-elevation (subendocardial) infarct: contrary to the key, not near it.
+    ("I21.4 心内膜下", "wrong"),
+    ("I21.2", "partial"),  # right ICD-10 category, wrong subcategory
+    ("I21", "partial"),  # only the category
+    ("NSTEMI", "wrong"),
+    ("急性前壁心肌梗死", "wrong"),
+    ("排除急性心肌梗死", "wrong"),
+    ("急性下壁心肌梗死、主动脉夹层", "wrong"),  # two diagnoses in the primary field
+    ("急性下壁心肌梗死待排", "needs_judge"),
+    ("下壁心肌缺血事件", "needs_judge"),
     ("下壁心肌梗死", "correct"),  # contains the synonym 心肌梗死
     ("主动脉夹层", "wrong"),
     ("胃炎", "wrong"),
@@ -69,3 +79,74 @@ def test_weights_come_from_the_round_rules() -> None:
 def test_scoring_is_deterministic() -> None:
     args = (sample_case(), [q(1, "onset")], ["ecg"], Submission(diagnosis="胃炎"))
     assert score(*args) == score(*args)
+
+
+# The examples issue 10 reported, against the bare keys (name and ICD-10 only).
+STEMI = Diagnosis(name="急性下壁ST段抬高型心肌梗死", icd10="I21.1")
+APPENDICITIS = Diagnosis(name="急性阑尾炎", icd10="K35.8")
+DKA = Diagnosis(name="糖尿病酮症酸中毒", icd10="E10.1")
+
+
+@pytest.mark.parametrize(("key", "answer", "verdict"), [
+    (STEMI, "非ST段抬高型心肌梗死", "wrong"),
+    (STEMI, "NSTEMI", "wrong"),
+    (APPENDICITIS, "慢性阑尾炎", "wrong"),
+    (APPENDICITIS, "排除急性阑尾炎", "wrong"),
+    (DKA, "酒精性酮症酸中毒", "wrong"),
+    (STEMI, "AMI（下壁）", "correct"),
+    (Diagnosis(name="胃食管反流病", icd10="K21.9"), "GERD", "correct"),
+    (Diagnosis(name="食管癌", icd10="C15.9"), "食道癌", "correct"),
+    (Diagnosis(name="甲状腺癌", icd10="C73"), "甲状腺乳头状癌", "correct"),
+    (Diagnosis(name="甲状腺乳头状癌", icd10="C73"), "甲状腺癌", "partial"),
+    (Diagnosis(name="甲状腺乳头状癌", icd10="C73"), "甲状腺髓样癌", "partial"),  # sibling
+    (APPENDICITIS, "急性單純性闌尾炎", "correct"),  # traditional characters fold
+    (APPENDICITIS, "阑尾周围脓肿", "wrong"),  # a complication is not the disease
+    (STEMI, "心肌梗死后综合征", "wrong"),
+    (APPENDICITIS, "急性阑尾炎/卵巢囊肿蒂扭转", "wrong"),
+    (APPENDICITIS, "急性阑尾炎，排除异位妊娠", "correct"),
+    (APPENDICITIS, "考虑急性阑尾炎可能性大", "correct"),
+    (DKA, "adka", "wrong"),  # abbreviations match whole tokens only
+    (DKA, "DKA?", "correct"),
+    (Diagnosis(name="急性胰腺炎", icd10="K85.9"), "AP", "needs_judge"),  # ambiguous
+])
+def test_issue_examples(key: Diagnosis, answer: str, verdict: str) -> None:
+    assert judge_against(answer, key)[0] == verdict
+
+
+def test_a_case_synonym_is_correct_and_a_case_partial_is_partial() -> None:
+    case = sample_case()
+    assert judge_diagnosis("心肌梗死", case)[0] == "correct"  # the sample lists it as a synonym
+    assert judge_diagnosis("ACS", case) == (
+        "partial", "诊断方向正确但不够具体（急性冠脉综合征 是上位诊断）")
+
+
+def test_needs_judge_scores_zero_until_a_judge_rules() -> None:
+    card = score(sample_case(), [], [], Submission(diagnosis="下壁心肌缺血事件"))
+    line = card.sections[0].lines[0]
+    assert card.verdict == "needs_judge" and line.points == 0 and not line.met
+    assert line.note.startswith("待评委复核：")
+    ruled = adjudicate(card, "correct", Weights(), "评委 王：即下壁心梗")
+    assert ruled.verdict == "correct" and ruled.sections[0].points == 40
+
+
+def test_each_differential_counts_once_and_a_negated_one_not_at_all() -> None:
+    case = sample_case()
+    sub = Submission(diagnosis="急性下壁心肌梗死",
+                     differentials=("主动脉夹层", "主动脉夹层", "排除肺栓塞", "急性心包炎、肺栓塞"))
+    lines = score(case, [], [], sub).sections[1].lines
+    assert [(x.label, x.met, x.note) for x in lines] == [
+        ("主动脉夹层", True, "你写了：主动脉夹层"),
+        ("肺栓塞", True, "你写了：急性心包炎、肺栓塞"),
+        ("急性心包炎", True, "你写了：急性心包炎、肺栓塞"),
+    ]
+    negated = Submission(diagnosis="x", differentials=("排除肺栓塞", "非急性心包炎"))
+    lone = score(case, [], [], negated)
+    assert [x.met for x in lone.sections[1].lines] == [False, False, False]
+
+
+def test_an_overlong_field_is_not_read() -> None:
+    # A paragraph is not a diagnosis, and reading one must not hold the server up.
+    case = sample_case()
+    assert judge_diagnosis("急性下壁心肌梗死，" * 20, case)[0] == "needs_judge"
+    sub = Submission(diagnosis="急性下壁心肌梗死", differentials=("主动脉夹层、" * 30,))
+    assert [x.met for x in score(case, [], [], sub).sections[1].lines] == [False, False, False]

@@ -1,0 +1,11 @@
+-- Case visibility (draft / contest / practice) is folded from the event log, like round
+-- state: an organizer's change is a `case_visibility` event (round_id '', payload
+-- {case_id, visibility}), so it is audited, chained and replayed with everything else,
+-- and the app role needs no table it could rewrite. A case with no such event is
+-- `practice` (arena/secrecy.py, DEFAULT_VISIBILITY).
+--
+-- Whether a case is reserved (used by a round whose results are not published) is read
+-- from round_created / results_published on every practice start and case list, so those
+-- round-level events (attempt_id IS NULL: commands, not contestants' questions) get an
+-- index of their own instead of a scan of the whole log.
+CREATE INDEX events_round_level ON events (kind, round_id) WHERE attempt_id IS NULL;
