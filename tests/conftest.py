@@ -21,7 +21,7 @@ import redis
 
 from server.embedded import EmbeddedServices
 from server.settings import Settings, from_env
-from tests.support import ADMIN_PASSWORD, Sim, running_server, running_sim
+from tests.support import ADMIN_PASSWORD, FakeClock, Sim, running_server, running_sim
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +105,19 @@ def fetch_events(settings: Settings):  # type: ignore[no-untyped-def]
         return asyncio.run(run())
 
     return fetch
+
+
+@pytest.fixture(scope="module")
+def clock() -> FakeClock:
+    """A clock the module's server and its tests share, moved by hand."""
+    return FakeClock()
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, clock: FakeClock) -> Iterator[str]:
+    """A real server of the module's own, on the module's fake clock."""
+    with running_server(settings, clock) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import asyncio
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,9 @@ from arena.scoring import RULES_VERSION
 from server import cli, protocol
 from server.library import Library
 from server.settings import Settings
-from tests.support import Api, Client, FakeClock, make_round, running_server
+from tests.support import Api, Client, FakeClock, make_round
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-@pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    with running_server(settings, clock) as url:
-        yield url
 
 
 def _events(settings: Settings, round_id: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import re
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from server.auth import Claims
 from server.auth import Role as TokenRole
 from server.settings import Settings
 from server.tokens import Signer
-from tests.support import ADMIN_PASSWORD, Api, Client, FakeClock, make_round, running_server
+from tests.support import ADMIN_PASSWORD, Api, Client, FakeClock, make_round
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -122,17 +122,6 @@ def _unb64(text: str) -> bytes:
 
 
 # ---------------------------------------------------------------------------- the world
-
-
-@pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    with running_server(settings, clock) as url:
-        yield url
 
 
 def _db(settings: Settings, query: str, *args: Any) -> list[asyncpg.Record]:

@@ -6,25 +6,12 @@ everything else (PostgreSQL, Redis, WebSockets, HTTP) is real.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from server import protocol
-from server.settings import Settings
-from tests.support import Api, ApiError, Client, FakeClock, make_round, running_server
-
-
-@pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    with running_server(settings, clock) as url:
-        yield url
+from tests.support import Api, ApiError, Client, FakeClock, make_round
 
 
 def _state(c: Client, check: Any = lambda m: True, timeout: float = 10) -> protocol.RoundState:

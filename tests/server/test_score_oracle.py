@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,12 @@ import pytest
 
 from arena.cases import Case, load_case
 from server import protocol
-from server.settings import Settings
-from tests.support import Api, Client, FakeClock, make_round, running_server
+from tests.support import Api, Client, FakeClock, make_round
 
 CASE = "r8c3vn"
 WRONG = "胃食管反流病"  # A's first submission: wrong, and it must leave no trace
 RIGHT = "急性下壁心肌梗死"  # A's second (last) submission: correct
 OTHER = "急性胃肠炎"  # B's only submission
-
-
-@pytest.fixture(scope="module")
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(scope="module")
-def server(settings: Settings, clock: FakeClock) -> Iterator[str]:
-    with running_server(settings, clock) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
