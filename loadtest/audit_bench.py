@@ -8,7 +8,8 @@ batcher. Two schemas in one PostgreSQL (DATABASE_URL, else an embedded one in a
 temporary folder): `chained` has every migration (migration 003's trigger chains each
 row under a lock); `baseline` is the same with the chain's triggers dropped and the id
 default restored, i.e. the log as it was before. Runs alternate baseline/chained
-`--rounds` times; prints events/s for each run and the medians.
+`--rounds` times; prints events/s for each run and the medians. After each run it
+checks that every acknowledged append is in the log and that the chain verifies.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from server import chain
 from server.audit import AuditLog, prepare
 from server.embedded import EmbeddedServices
 
@@ -70,6 +72,21 @@ async def _schema(url: str, chained: bool) -> str:
     return schema
 
 
+async def _check(url: str, schema: str, chained: bool, expected: int) -> None:
+    """Every acknowledged append is in the log, and the chained log verifies."""
+    conn = await asyncpg.connect(url, server_settings={"search_path": schema})
+    try:
+        got = await conn.fetchval("SELECT count(*) FROM events WHERE round_id = 'bench'")
+        if got != expected:
+            raise SystemExit(f"{schema}: {expected} appends acknowledged, {got} in the log")
+        if chained:
+            report = await chain.verify(conn)
+            if report.problems:
+                raise SystemExit(f"{schema}: the chain does not verify: {report.problems[:3]}")
+    finally:
+        await conn.close()
+
+
 async def _drop(url: str, schema: str) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -92,6 +109,7 @@ def run_once(url: str, chained: bool, writers: int, events: int, procs: int) -> 
         for p in workers:
             p.join()
         elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
+        asyncio.run(_check(url, schema, chained, per_writer * writers * procs))
         return per_writer * writers * procs / elapsed
     finally:
         asyncio.run(_drop(url, schema))
