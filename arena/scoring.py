@@ -434,6 +434,7 @@ def _coverage(
     questions: list[Question],
     ordered: list[str],
     section_points: float,
+    case: Case,
 ) -> tuple[list[ScoreLine], float]:
     items = list(items)
     total_weight = sum(i.weight for i in items) or 1
@@ -446,7 +447,9 @@ def _coverage(
         if by_q is not None:
             note = f"第{by_q.turn}问：{by_q.text}"
         elif by_o is not None:
-            note = f"已申请检查：{by_o}"
+            # The item's name as the contestant saw it on the menu, never its id.
+            item_ordered = case.orderable(by_o)
+            note = f"已申请检查：{item_ordered.name if item_ordered else by_o}"
         else:
             note = "未问及/未检查"
         p = max_p if met else 0.0
@@ -510,7 +513,7 @@ def score(
         ("checklist", "问诊与查体要点", "Checklist", key.checklist, w.checklist),
         ("red_flags", "危险信号", "Red flags", key.red_flags, w.red_flags),
     ):
-        lines, got = _coverage(items, questions, ordered, pts)
+        lines, got = _coverage(items, questions, ordered, pts, case)
         sections.append(ScoreSection(
             key=skey, title=title, title_en=title_en, points=got, max_points=pts,
             lines=tuple(lines),

@@ -22,7 +22,7 @@ from arena.errors import ArenaError, BadRequest
 from arena.roster import csv_cell, make_join_code, parse_roster
 from arena.rounds import ROUND_EVENT_KINDS, RoundRules
 from arena.secrecy import Visibility
-from server import judging, library, protocol
+from server import hub, judging, library, protocol
 from server.access import STAFF, optional, require
 from server.auth import Claims, ttl_for
 from server.resources import Resources
@@ -105,8 +105,8 @@ async def _issue(res: Resources, claims: Claims) -> dict[str, Any]:
 
 
 def _address(request: Request) -> str:
-    # uvicorn puts the X-Forwarded-For address here when the proxy is trusted
-    # (--forwarded-allow-ips; nginx on the same host by default).
+    # uvicorn puts the X-Forwarded-For address here only from a proxy that
+    # settings.forwarded_allow_ips names (settings.proxy_options).
     return request.client.host if request.client else "unknown"
 
 
@@ -133,6 +133,7 @@ async def logout(request: Request) -> Response:
     res = _res(request)
     claims = require(request, "organizer", "judge", "contestant", "spectator")
     await res.tokens.revoke(claims)
+    await hub.sign_out(res, claims)  # and the connections it already opened
     return _json({"ok": True})
 
 
@@ -158,11 +159,18 @@ async def join(request: Request) -> Response:
     except ArenaError:  # a wrong, malformed or used code: only failures count
         await res.limiter.hit("join", address)
         raise
-    rnd = await res.players.current_round(person.competition_id)
-    claims = Claims(role="contestant", sub=person.id, name=person.name,
-                    competition_id=person.competition_id, round_id=rnd.round_id,
-                    exp=res.clock() + ttl_for("contestant"))
-    return _json(await _issue(res, claims))
+    try:
+        rnd = await res.players.current_round(person.competition_id)
+        claims = Claims(role="contestant", sub=person.id, name=person.name,
+                        competition_id=person.competition_id, round_id=rnd.round_id,
+                        exp=res.clock() + ttl_for("contestant"))
+        issued = await _issue(res, claims)
+    except BaseException:
+        # No token came of it (no round yet, Redis down): the code stays unused, or the
+        # contestant who came early would need the organizer to reissue it.
+        await res.roster.release(person.id)
+        raise
+    return _json(issued)
 
 
 async def me(request: Request) -> Response:
@@ -254,7 +262,9 @@ async def reissue(request: Request) -> Response:
     code = await res.roster.reissue(pid, make_join_code(os.urandom))
     # The old code's device is signed out too: a reissue is how an organizer takes a
     # contestant's seat back from a lost or shared phone.
-    await res.tokens.revoke_subject(f"contestant:{pid}")
+    subject = f"contestant:{pid}"
+    await hub.sign_out(res, subject=subject,
+                       generation=await res.tokens.revoke_subject(subject))
     return _json({"join_code": code})
 
 

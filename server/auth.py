@@ -364,6 +364,13 @@ class Roster:
             "参赛码无效，请核对后重试。", "Invalid join code; please check it and try again."
         )
 
+    async def release(self, contestant_id: str) -> None:
+        """Undo `redeem` when no token came of it (no round to enter yet, a service failed),
+        so the code is not spent on nothing."""
+        await self.pool.execute(
+            "UPDATE contestants SET redeemed_at = NULL WHERE id = $1", contestant_id
+        )
+
     async def reissue(self, contestant_id: str, code: str) -> str:
         """Bind a new, unredeemed code to a contestant (the old one stops working); return it.
 

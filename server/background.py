@@ -3,17 +3,21 @@
 Matching a question embeds it and segments it with jieba: 3-5 ms of CPU, most of it
 pure Python. The patient's answer does not need it and the score is only computed at
 submission, so it runs here, in one child process (`python -m server.background`)
-that loads the same case library and runs at nice 19. A thread was tried first: it
-held the GIL for up to the 5 ms switch interval at a time, so a burst of questions
-stalled the event loop that relays the answers, and a niced thread holding the GIL
-is a priority inversion. A process shares nothing with the loop but the CPU, and the
-kernel gives it only what the server, PostgreSQL and Valkey leave idle.
+that loads the same case library and then runs at nice 19 (it loads at the server's
+priority: until it has loaded the server is not ready, and a busy machine starved a
+load at nice 19 for tens of seconds). A thread was tried first: it held the GIL for up
+to the 5 ms switch interval at a time, so a burst of questions stalled the event loop
+that relays the answers, and a niced thread holding the GIL is a priority inversion. A
+process shares nothing with the loop but the CPU, and the kernel gives it only what the
+server, PostgreSQL and Valkey leave idle.
 
 The child speaks JSON lines on stdin/stdout: a request per line, a reply per line in
-the same order. Writes are buffered by the transport, so a burst of 500 questions
-never blocks the loop. If the child dies its pending matches fail (the turns stay
-unmatched and are matched again when the contestant rejoins) and the next request
-starts a new child. `arena_background_backlog` shows how far behind it is.
+the same order, after a first reply with id 0 once it has loaded the library: until
+then a match would wait seconds, so `/readyz` says not ready (`check`). Writes are
+buffered by the transport, so a burst of 500 questions never blocks the loop. If the
+child dies its pending matches fail (the turns stay unmatched and are matched again when
+the contestant rejoins) and the next request, or the next readiness probe, starts a new
+child. `arena_background_backlog` shows how far behind it is.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Background:
         self._pending: dict[int, asyncio.Future[tuple[str, ...]]] = {}
         self._encode = msgspec.json.Encoder().encode
         self._starting = asyncio.Lock()
+        self._loaded = False  # the running child has said it loaded the library
+        self._closed = False
 
     async def start(self) -> None:
         """Start the child now, so that it loads the library while the server starts.
@@ -72,6 +78,9 @@ class Background:
         async with self._starting:
             if self._proc is not None:
                 return
+            if self._closed:
+                raise MatcherGone("the server is stopping")
+            self._loaded = False
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "server.background", *self._args,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -80,6 +89,18 @@ class Background:
             self._reader = asyncio.create_task(
                 self._read(self._proc), name="arena-matcher-replies"
             )
+
+    async def check(self) -> str | None:
+        """None once a child has loaded the library, else why not (for /readyz).
+
+        A child that died is replaced here, so a probe brings matching back before the
+        next submission has to wait for it."""
+        if self._closed:
+            return "题目匹配已停止 (question matching stopped)"
+        await self.start()
+        if not self._loaded:
+            return "题目匹配正在加载病例库 (question matching is loading the case library)"
+        return None
 
     async def match(self, case_id: str, question: str, topic: tuple[str, ...]) -> tuple[str, ...]:
         """The facts `question` asks about, as `QuestionMatcher.match` finds them."""
@@ -103,6 +124,9 @@ class Background:
         try:
             while line := await proc.stdout.readline():
                 reply = decode(line)
+                if reply.id == 0:
+                    self._loaded = self._proc is proc
+                    continue
                 fut = self._pending.get(reply.id)
                 if fut is None or fut.done():
                     continue
@@ -121,6 +145,7 @@ class Background:
                 fut.set_exception(MatcherGone("matching process stopped"))
 
     async def close(self) -> None:
+        self._closed = True
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -142,11 +167,13 @@ def _serve(cases_dir: str, embeddings: bool) -> None:
     """The child: load the library as the server does, then match a line at a time."""
     from server.library import Library  # only the child loads it a second time
 
+    library = Library.load(Path(cases_dir), "auto" if embeddings else None)
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    library = Library.load(Path(cases_dir), "auto" if embeddings else None)
     out = sys.stdout.buffer
     encode = msgspec.json.Encoder().encode
+    out.write(encode(MatchReply(0)) + b"\n")  # loaded: matches are answered at once now
+    out.flush()
     decode = msgspec.json.Decoder(MatchRequest).decode
     for line in sys.stdin.buffer:
         req = decode(line)

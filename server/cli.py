@@ -14,9 +14,9 @@ import uvicorn
 
 from server import audit_cli, console, keys_cli
 from server.audit import AuditLog
-from server.embedded import EmbeddedServices
+from server.embedded import DataDirBusy, EmbeddedServices
 from server.library import check_folder
-from server.settings import Settings, from_env
+from server.settings import Settings, from_env, proxy_options
 
 log = logging.getLogger("arena")
 
@@ -42,6 +42,7 @@ def _serve(settings: Settings) -> None:
         # A zlib context per socket costs far more memory than a board message saves in
         # bytes, and compressing one broadcast 5,000 times costs CPU: off.
         ws_per_message_deflate=False,
+        **proxy_options(settings),  # X-Forwarded-For only from a proxy that settings name
     )
 
 
@@ -70,6 +71,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         settings = _with_services(settings, embedded)
         _serve(settings)
+    except DataDirBusy as exc:
+        print(exc, file=sys.stderr)
+        return 2
     finally:
         embedded.stop()  # Ctrl-C stops everything `up` started; the data stays
     return 0

@@ -54,6 +54,8 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status if isinstance(exc, ArenaError) else 500
     if isinstance(exc, BAD_TEXT):
         status = 400
+    elif isinstance(exc, UNAVAILABLE):
+        status = 503  # nothing was recorded: retry
     err = ws_error(exc, None)
     headers = {}
     if isinstance(exc, ArenaError) and "retry_after" in exc.detail:

@@ -25,16 +25,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
+import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from arena.errors import BadRequest
 from server import access, metrics, protocol
+from server.auth import Claims
 from server.bus import Bus
 from server.errors import ws_error
 from server.player import Player
 from server.practice import Practice
 from server.resources import Resources
 from server.rounds import round_channel
+from server.tokens import revoked_token, subject_of
 from server.watch import Watcher
 
 log = logging.getLogger("arena.hub")
@@ -43,7 +46,8 @@ CLOSE_SLOW = 4008  # application close code: the client fell too far behind
 
 
 class Connection:
-    __slots__ = ("clock", "id", "limit", "overflowed", "pending", "seq", "task", "ws")
+    __slots__ = ("clock", "id", "limit", "overflowed", "pending", "seq", "signed_out", "task",
+                 "ws")
 
     def __init__(self, ws: WebSocket, queue_size: int, clock: Callable[[], float]) -> None:
         self.ws = ws
@@ -55,6 +59,7 @@ class Connection:
         self.pending: deque[str | None] = deque()
         self.task: asyncio.Task[None] | None = None
         self.overflowed = False
+        self.signed_out = False  # its token was revoked: it is being closed
 
     def send(self, msg: protocol.ServerMsg) -> None:
         """Queue a message for this client; never blocks."""
@@ -192,6 +197,61 @@ def _resume(
 
 Session = Practice | Player | Watcher
 
+SIGNOUT_CHANNEL = "signout"
+
+
+class SignedIn:
+    """The open connections of people who said hello with a token, in this process.
+
+    A token is checked at `hello`; a sign-out (logout, a reissued join code) published on
+    SIGNOUT_CHANNEL by any process ends the connections it already opened, so a phone
+    whose seat was taken back cannot go on playing on the socket it has.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self._claims: dict[Connection, Claims] = {}
+        bus.subscribe(SIGNOUT_CHANNEL, self._heard)
+
+    def add(self, conn: Connection, claims: Claims) -> None:
+        self._claims[conn] = claims
+
+    def discard(self, conn: Connection) -> None:
+        self._claims.pop(conn, None)
+
+    def _heard(self, channel: str, cseq: int, body: str) -> None:
+        out = msgspec.json.decode(body, type=_Signout)
+        for conn, claims in list(self._claims.items()):
+            if subject_of(claims) != out.subject:
+                continue
+            if claims.jti == out.jti or claims.gen < out.generation:
+                del self._claims[conn]
+                conn.signed_out = True
+                gone = revoked_token()
+                conn.send(protocol.Error(re=None, code=gone.code, message=gone.message_zh,
+                                         message_en=gone.message_en))
+                conn.close_soon()
+
+
+class _Signout(msgspec.Struct, kw_only=True):
+    subject: str
+    jti: str = ""  # one token signed out
+    generation: int = 0  # every token of the subject older than this
+
+
+def signed_in(res: Resources) -> SignedIn:
+    if res.signed_in is None:
+        res.signed_in = SignedIn(res.bus)
+    return res.signed_in
+
+
+async def sign_out(res: Resources, claims: Claims | None = None, *, subject: str = "",
+                   generation: int = 0) -> None:
+    """End the open connections of one token (`claims`: logout) or of every token of
+    `subject` older than `generation` (a reissued join code), in every process."""
+    out = (_Signout(subject=subject_of(claims), jti=claims.jti) if claims is not None
+           else _Signout(subject=subject, generation=generation))
+    await res.bus.publish_latest(SIGNOUT_CHANNEL, msgspec.json.encode(out))
+
 
 def origin_allowed(ws: WebSocket, allowed: str) -> bool:
     """Whether the handshake's Origin is in `allowed` (comma-separated; empty = any).
@@ -220,6 +280,8 @@ async def endpoint(ws: WebSocket) -> None:
             frame = await ws.receive()
             if frame["type"] == "websocket.disconnect":
                 break
+            if conn.signed_out:
+                continue  # being closed: nothing it sends runs any more
             raw = frame.get("text") or frame.get("bytes") or b""
             try:
                 msg = protocol.decode_client(
@@ -259,6 +321,8 @@ async def endpoint(ws: WebSocket) -> None:
             res.players.detach(session, conn)
         elif isinstance(session, Watcher):
             session.close_all()
+        if res.signed_in is not None:
+            res.signed_in.discard(conn)
         await conn.aclose()
 
 
@@ -285,6 +349,7 @@ async def _handshake(
         ))
         return Practice(res, conn.send, name=msg.name.strip() or "匿名学员"), "student"
     claims = await res.tokens.verify(msg.token)  # Unauthorized (revoked too), TokenExpired
+    signed_in(res).add(conn, claims)
     welcome = protocol.Welcome(
         re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
         role=claims.role, name=claims.name, round_id=claims.round_id,

@@ -185,15 +185,18 @@ async def case_access(db: Any, case_ids: list[str]) -> dict[str, CaseAccess]:
 
 
 async def require_practice(db: Any, library: Library, case_id: str, *, staff: bool) -> Case:
-    """The case, if this caller may practise it; CaseNotFound / CaseUnavailable if not."""
-    case = library.get(case_id)
+    """The case, if this caller may practise it. Staff: CaseNotFound for an unknown id.
+    Anyone else: CaseUnavailable, the same reply for an unknown id and a hidden one (a
+    draft, contest-only, or reserved by an unpublished round), after the same query, so
+    that neither its code, its words nor its timing confirms that a hidden case exists."""
     if staff:
-        return case
-    access = (await case_access(db, [case.id]))[case.id]
-    if not access.practice_open():
+        return library.get(case_id)
+    access = (await case_access(db, [case_id]))[case_id]
+    case = library.cases.get(case_id)
+    if case is None or not access.practice_open():
         raise CaseUnavailable(
-            "这个病例目前不开放练习（尚未发布，或正在比赛中使用）。",
-            f"Case {case_id!r} is not open to practice now.",
+            f"没有这个病例，或它目前不开放练习：{case_id}",
+            f"No case {case_id!r} is open to practice.",
         )
     return case
 

@@ -322,6 +322,11 @@ class Practice:
         if self._scored is not None and self._scored.re == msg.id:
             self.send(self._scored)  # the retry of a submission already applied
             return
+        # The card and the key go out with the score: not for a case that was withdrawn
+        # from practice (made a draft, contest-only or reserved by a round) since it began.
+        await require_practice(
+            self.res.audit.pool, self.res.library, attempt.case.id, staff=bool(self.staff)
+        )
         await self._matched()
         now = self.res.clock()
         submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)

@@ -468,9 +468,20 @@ def control_field(value: object, path: str = "") -> str | None:
     return next((found for p, v in items if (found := control_field(v, p)) is not None), None)
 
 
+# What a person calls the fields they type into, for the Chinese message; the path stays
+# in brackets for whoever reads the logs.
+_FIELD_ZH = {
+    "name": "名字", "display_name": "显示名", "text": "问题", "diagnosis": "主要诊断",
+    "differentials": "鉴别诊断", "reasoning": "诊断依据", "code": "参赛码",
+    "username": "用户名", "password": "密码", "title": "名称", "reason": "原因",
+}
+
+
 def control_message(field: str) -> tuple[str, str]:
     """The Chinese and English message for a control character in `field`."""
-    return (f"字段 {field} 含有不可见的控制字符（如 NUL），请删除后重试。",
+    label = _FIELD_ZH.get(field.rsplit(".", 1)[-1].split("[", 1)[0])
+    where = f"“{label}”（{field}）" if label else f"字段 {field} "
+    return (f"{where}含有不可见的控制字符（如 NUL），请删除后重试。",
             f"Field {field!r} contains a control character (such as NUL); remove it.")
 
 

@@ -369,7 +369,7 @@ class Generation:
             relay.breaker.succeeded()
         if guard.leak is not None:
             self.leak = guard.leak
-            LLM_GUARD_HITS.labels(kind=guard.leak.kind).inc()
+            LLM_GUARD_HITS.inc()
             log.warning(
                 "output guard: %s term %r in case %s, turn ended in character",
                 guard.leak.kind, guard.leak.term, self.case.id,

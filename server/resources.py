@@ -21,6 +21,7 @@ from server.tokens import Tokens
 
 if TYPE_CHECKING:  # these modules use Resources themselves
     from server.boards import Boards
+    from server.hub import SignedIn
     from server.player import Players
     from server.rounds import RoundService
 
@@ -44,3 +45,4 @@ class Resources(msgspec.Struct, kw_only=True):
     rounds: RoundService = None  # type: ignore[assignment]
     boards: Boards = None  # type: ignore[assignment]
     players: Players = None  # type: ignore[assignment]
+    signed_in: SignedIn | None = None  # made by the hub at the first hello with a token

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
@@ -91,6 +92,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # ("https://arena.example.edu,https://screen.example.edu"); empty = any origin.
     # A handshake from another origin is refused with 403.
     allowed_origins: str = ""
+    # Addresses of the reverse proxies whose X-Forwarded-For (and -Proto) the server believes,
+    # comma-separated, as uvicorn takes them: "127.0.0.1" for nginx on the same host, "*"
+    # when nothing but the proxy can reach the server (deploy/compose.dev.yml). Empty = none:
+    # a client's address is the peer's own, whatever headers it sends. Sign-in and join-code
+    # failures are counted per client address, so a header that every client can write
+    # would let one pick a new address for every guess.
+    forwarded_allow_ips: str = ""
     # Rate limits, in the `limits` package's notation ("10/minute", "5/30 seconds"), counted
     # in Redis so they hold across every server process (server/ratelimit.py). Past one, the
     # request is refused with 429 / `rate_limited` and a Chinese message saying how long to
@@ -128,6 +136,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             user += ":" + quote(self.database_app_password, safe="")
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for forwarded headers: believed only from the proxies that
+    `settings.forwarded_allow_ips` names. (uvicorn's own default believes 127.0.0.1, so any
+    process or tunnel on the host could write a client address of its choosing.)"""
+    ips = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(ips), "forwarded_allow_ips": ips or None}
 
 
 def _env(name: str, default: object) -> object:

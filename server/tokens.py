@@ -249,8 +249,9 @@ class Tokens:
         if ttl > 0:
             await self.r.set(self._revoked_key(claims.jti), 1, ex=ttl)
 
-    async def revoke_subject(self, subject: str) -> None:
-        """End every token `subject` holds now (tokens issued afterwards work)."""
+    async def revoke_subject(self, subject: str) -> int:
+        """End every token `subject` holds now (tokens issued afterwards work); return the
+        subject's new generation (tokens of an older one are refused)."""
         generation = await self.pool.fetchval(
             "INSERT INTO token_subjects (subject, generation) VALUES ($1, 1)"
             " ON CONFLICT (subject) DO UPDATE SET generation = token_subjects.generation + 1"
@@ -258,6 +259,7 @@ class Tokens:
             subject,
         )
         await self.r.set(self._generation_key(subject), generation)
+        return int(generation)
 
     def _revoked_key(self, jti: str) -> str:
         return f"{self.prefix}revoked:{jti}"

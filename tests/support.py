@@ -23,7 +23,7 @@ from loadtest.llm_sim import SimConfig
 from loadtest.llm_sim import create_app as create_sim
 from server import protocol
 from server.app import create_app
-from server.settings import Settings
+from server.settings import Settings, proxy_options
 
 
 def free_port() -> int:
@@ -58,6 +58,7 @@ def running_server(
         create_app(settings, clock=clock), host="127.0.0.1", port=port, log_level="warning",
         ws_max_size=settings.max_frame_bytes * 4, lifespan="on", ws_per_message_deflate=False,
         loop="asyncio",  # uvloop warns about sockets still open when a test thread stops
+        **proxy_options(settings),  # as `arena up` (server/cli.py) serves it
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

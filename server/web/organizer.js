@@ -808,6 +808,10 @@ $("#audit-refresh").addEventListener("click", () => loadAudit());
 // ---- messages from the server --------------------------------------------------------------
 
 let auditSoon = 0;
+// The joined count of the board last shown: when it changes, a join code was redeemed and
+// the roster's 状态 column must say so.
+let lastJoined = null;
+let rosterSoon = 0;
 
 socket.addEventListener("message", (ev) => {
   const msg = ev.detail;
@@ -823,7 +827,14 @@ socket.addEventListener("message", (ev) => {
       break;
     case "board":
       if (msg.round_id !== state.roundId || (msg.view && msg.view !== "live")) return;
-      if (board.update(msg)) $("#joined").textContent = `已加入 ${msg.joined ?? 0} 人`;
+      if (board.update(msg)) {
+        $("#joined").textContent = `已加入 ${msg.joined ?? 0} 人`;
+        if (lastJoined !== null && msg.joined !== lastJoined) {
+          clearTimeout(rosterSoon);
+          rosterSoon = setTimeout(loadRoster, 500);
+        }
+        lastJoined = msg.joined ?? 0;
+      }
       break;
     case "error":
       showText(els.actionError, msg.message);

@@ -268,7 +268,22 @@ function inPlay() {
   return Boolean(state.play) && ["countdown", "running", "paused"].includes(state.phase);
 }
 
-function logout(message = "") {
+/**
+ * Forget this device's contestant identity. With `revoke` (the 退出 button), the token is
+ * also signed out on the server first, like the staff pages do (auth.js), so a copy of it
+ * (another tab, a shared phone's storage) stops working; not when the server has already
+ * refused it.
+ */
+function logout(message = "", { revoke = false } = {}) {
+  const token = revoke ? state.me?.token : "";
+  if (token) {
+    // Best effort: leaving must not wait for (or fail with) the network.
+    fetch("/api/logout", {
+      method: "POST", keepalive: true,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: "{}",
+    }).catch(() => {});
+  }
   state.stopped = true;
   clearTimeout(state.retryTimer);
   state.retryTimer = 0;
@@ -297,14 +312,14 @@ function logout(message = "") {
 
 $("#logout").addEventListener("click", () => {
   if (inPlay()) $("#logout-confirm").hidden = false;
-  else logout();
+  else logout("", { revoke: true });
   measureHead();
 });
 $("#cancel-logout").addEventListener("click", () => {
   $("#logout-confirm").hidden = true;
   measureHead();
 });
-$("#confirm-logout").addEventListener("click", () => logout());
+$("#confirm-logout").addEventListener("click", () => logout("", { revoke: true }));
 
 // ---- the connection: reconnect with backoff, resume with `since` -----------------------
 
@@ -699,6 +714,7 @@ function onResults(msg) {
   $("#rank").dataset.rank = msg.rank == null ? "" : String(msg.rank);
   // The answer key and teaching points come only with the contestant's own results.
   $("#results-card").replaceChildren(msg.card ? scoreCard(msg.card, { key: msg.key }) : h("p", { class: "muted" }, "没有成绩。"));
+  submission.onPublished();
   state.phase = "";
   showView();
   tick();

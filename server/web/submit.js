@@ -30,6 +30,7 @@ export class Submission {
     this.left = 1;
     this.locked = "";
     this.ackMessage = "";
+    this.published = false;
     form.addEventListener("input", () => this.onChange(this.values));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -99,6 +100,12 @@ export class Submission {
     this._confirming(false);
     this._refreshRound();
     this.note?.scrollIntoView?.({ block: "nearest" });
+  }
+
+  /** Round mode: the results are out, so the note stops saying they are awaited. */
+  onPublished() {
+    this.published = true;
+    this._refreshRound();
   }
 
   /** Round mode: no submitting now (countdown, pause, time up, round over). */
@@ -200,12 +207,14 @@ export class Submission {
     this.form.dataset.state = this.pendingId ? "pending" : this.submitted ? "submitted" : "open";
     if (!this.note) return;
     this.note.hidden = !this.submitted;
-    const first = (this.ackMessage || "已提交，等待公布成绩。").replace(/[。.]$/, "");
+    const first = this.published ? "已提交"
+      : (this.ackMessage || "已提交，等待公布成绩。").replace(/[。.]$/, "");
     this.note.replaceChildren(
       h("strong", {}, `✓ ${first}`),
-      h("small", { class: "muted" }, this.left > 0 && !this.locked
-        ? `还可修改后重新提交 ${this.left} 次，以最后一次提交为准。`
-        : "成绩公布后在此页面查看。"),
+      h("small", { class: "muted" }, this.published ? "成绩已公布，见上方的成绩单。"
+        : this.left > 0 && !this.locked
+          ? `还可修改后重新提交 ${this.left} 次，以最后一次提交为准。`
+          : "成绩公布后在此页面查看。"),
     );
   }
 

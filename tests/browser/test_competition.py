@@ -31,7 +31,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.chromium import SHOTS, watch_stream
-from tests.support import ADMIN_PASSWORD, Api, make_round
+from tests.support import ADMIN_PASSWORD, Api, ApiError, make_round
 
 pytestmark = pytest.mark.browser
 
@@ -228,6 +228,8 @@ def test_competition(pages: Pages, live_server: str) -> None:
         expect(phone.get_by_test_id("joined-count")).to_have_text("2")
     assert "#code=" not in bob.url  # the code is taken out of the address once read
     expect(org.get_by_test_id("joined-count")).to_contain_text("已加入 2 人")
+    # The roster follows: both codes now show as used, without a reload.
+    expect(org.locator('[data-testid="roster-redeemed"][data-redeemed="true"]')).to_have_count(2)
     shot(alice, "2-phone-lobby")
 
     screen = pages.open("screen", SCREEN)
@@ -404,6 +406,20 @@ def test_competition(pages: Pages, live_server: str) -> None:
     shot(bob, "16-phone-results-full", full_page=True)
     bob.get_by_test_id("answer-key").scroll_into_view_if_needed()
     shot(bob, "17-phone-answer-key")
+    # Under the results, the attempt no longer says the results are awaited.
+    expect(bob.get_by_test_id("submitted-note")).to_contain_text("成绩已公布")
+    expect(bob.get_by_test_id("submitted-note")).not_to_contain_text("等待公布成绩")
+
+    # (10) 退出 signs the contestant's token out on the server, not only on this phone.
+    token = bob.evaluate("JSON.parse(localStorage.getItem('clinic-arena.contestant')).token")
+    assert Api(live_server, token).call("GET", "/api/me")
+    with bob.expect_response(lambda r: r.url.endswith("/api/logout")) as signed_out:
+        bob.get_by_test_id("logout").tap()
+    assert signed_out.value.ok
+    expect(bob.get_by_test_id("join")).to_be_visible()
+    with pytest.raises(ApiError) as refused:
+        Api(live_server, token).call("GET", "/api/me")
+    assert refused.value.code == "unauthorized"
 
 
 def test_open_scoring_shows_scores_live(pages: Pages, live_server: str) -> None:

@@ -212,7 +212,7 @@ def test_unknown_case_link_shows_error(page: Page, live_server: str) -> None:
     page.goto(live_server + "/#case=no_such_case")
     toast = page.get_by_test_id("landing").get_by_test_id("toast")
     expect(toast).to_be_visible()
-    expect(toast).to_have_attribute("data-code", "case_not_found")
+    expect(toast).to_have_attribute("data-code", "case_unavailable")
     shot(page, "8-unknown-case")
     toast.get_by_test_id("toast-close").click()
     expect(toast).to_be_hidden()

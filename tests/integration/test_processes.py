@@ -130,7 +130,8 @@ def _pair(settings: Settings, tmp: Path, name: str, **extra: str) -> Iterator[Pa
     # URL, a port): only what is named here, from the session's `settings`.
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_NAMES}
     prefix = f"{settings.redis_prefix}{name}:"
-    env.update(SCRIPTED_CHUNK_MS="2")
+    # Loopback stands for nginx on the same host: its X-Forwarded-For is believed.
+    env.update(SCRIPTED_CHUNK_MS="2", FORWARDED_ALLOW_IPS="127.0.0.1")
     env.update(
         DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
         DATABASE_SCHEMA=settings.database_schema, REDIS_PREFIX=prefix,
@@ -571,7 +572,8 @@ def test_rate_limits_hold_across_processes(pair: Pair) -> None:
     """Sign-in failures are counted once, in Redis: ten wrong passwords split across both
     processes (LOGIN_LIMIT's default, 10 per address + username) lock the name out on
     both, where a per-process count would allow twenty. The address comes from
-    X-Forwarded-For, trusted from loopback as from nginx, so no other test is locked out."""
+    X-Forwarded-For, believed from loopback as from nginx (FORWARDED_ALLOW_IPS), so no other
+    test is locked out."""
     p1, p2 = pair.ensure()
     name, address = f"nobody-{uuid.uuid4().hex[:6]}", f"10.9.{os.getpid() % 250}.1"
     for i in range(10):

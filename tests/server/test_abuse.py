@@ -5,8 +5,9 @@ frames, control characters, CSV formulas, security headers, the WebSocket Origin
 allow-list and access logs. Each test names what it guards; every refusal must come with
 its own code and a Chinese message, and leave the connection usable.
 
-Client addresses are told apart with X-Forwarded-For, which uvicorn trusts from loopback
-(as it trusts nginx on the same host), so one test's lock-out never blocks another's.
+Client addresses are told apart with X-Forwarded-For, which this module's server believes
+from loopback (FORWARDED_ALLOW_IPS, as for nginx on the same host), so one test's lock-out
+never blocks another's.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def strict(settings: Settings) -> Iterator[Settings]:
             own, embeddings=False, login_limit="3/minute", login_address_limit="5/minute",
             join_limit="4/minute", account_limit="2/minute", ask_limit="3/minute",
             allowed_origins=f"{ORIGIN}, https://screen.example.edu/",
-            max_body_bytes=64 * 1024,
+            max_body_bytes=64 * 1024, forwarded_allow_ips="127.0.0.1",
         )
 
 

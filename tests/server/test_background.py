@@ -70,3 +70,32 @@ def test_close_stops_the_child_even_while_it_loads_and_fails_what_waits() -> Non
             await asyncio.wait_for(waiting, 1)
 
     asyncio.run(main())
+
+
+def test_not_ready_until_the_child_has_loaded_and_a_dead_child_is_replaced_by_the_probe(
+) -> None:
+    async def main() -> None:
+        bg = Background(CASES, embeddings=False)
+        try:
+            async with asyncio.timeout(60):
+                assert "loading" in (await bg.check() or "")  # jieba alone takes a second
+                proc = bg._proc
+                assert proc is not None
+                while await bg.check() is not None:
+                    await asyncio.sleep(0.01)
+                # Loaded: a match is answered by the child without another load.
+                assert await bg.match("r8c3vn", QUESTIONS[0], ())
+                assert bg._proc is proc
+                os.kill(proc.pid, signal.SIGKILL)
+                while bg._proc is proc:
+                    await asyncio.sleep(0.01)
+                assert "loading" in (await bg.check() or "")  # a new child, loading
+                assert bg._proc is not None and bg._proc.pid != proc.pid
+                while await bg.check() is not None:
+                    await asyncio.sleep(0.01)
+        finally:
+            await bg.close()
+        assert "stopped" in (await bg.check() or "")
+        assert bg._proc is None  # a probe after close starts nothing
+
+    asyncio.run(main())

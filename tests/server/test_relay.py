@@ -282,7 +282,7 @@ def test_a_full_queue_fails_as_busy_instead_of_hanging(sim: Sim) -> None:
 def test_guard_catches_a_split_token_leak_and_closes_the_upstream(sim: Sim) -> None:
     assert "下壁" in tokenize(LEAKY) and "心梗" in tokenize(LEAKY)
     sim.configure(reply=LEAKY, itl_ms=20)
-    hits_before = metric("arena_llm_guard_hits_total", kind="diagnosis")
+    hits_before = metric("arena_llm_guard_hits_total")
 
     async def main() -> tuple[str, Generation]:
         relay = make_relay(sim)
@@ -303,7 +303,7 @@ def test_guard_catches_a_split_token_leak_and_closes_the_upstream(sim: Sim) -> N
     # The rest of the answer was never generated for nobody.
     sim.wait_for(lambda s: s["streams_disconnected"] == 1)
     assert sim.stats()["streams_completed"] == 0
-    assert metric("arena_llm_guard_hits_total", kind="diagnosis") - hits_before == 1
+    assert metric("arena_llm_guard_hits_total") - hits_before == 1
 
 
 def test_guard_lets_the_doctors_own_differential_through(sim: Sim) -> None:

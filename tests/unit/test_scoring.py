@@ -63,6 +63,7 @@ def test_each_point_is_explained() -> None:
     assert checklist["询问起病时间"].met and checklist["询问起病时间"].note == "第1问：问题1"
     assert not checklist["询问疼痛部位"].met
     assert checklist["做心电图"].met  # met by an order, not a question
+    assert checklist["做心电图"].note == "已申请检查：心电图"  # its menu name, never its id
     tests = sections["tests"]
     assert [(line.label, line.points) for line in tests.lines] == [
         ("心电图", 2.5), ("肌钙蛋白I", 0.0), ("头颅CT", -1.0)]
