@@ -83,7 +83,9 @@ async def _body(request: Request, typ: type[Any]) -> Any:
     try:
         body = msgspec.json.decode(raw, type=typ)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f"请求格式错误：{exc}", f"Invalid request: {exc}") from exc
+        raise BadRequest(
+            f"请求格式错误：{protocol.explain(exc)}。", f"Invalid request: {exc}"
+        ) from exc
     except msgspec.DecodeError as exc:
         raise BadRequest("请求不是合法的 JSON。", "Malformed JSON.") from exc
     field = protocol.control_field(body)
@@ -209,7 +211,18 @@ async def create_round(request: Request) -> Response:
     rnd = await res.rounds.create(
         request.path_params["cid"], body.title, body.rules, actor=f"organizer:{claims.sub}"
     )
-    return _json({"id": rnd.round_id}, 201)
+    out: dict[str, Any] = {"id": rnd.round_id}
+    access = (await library.case_access(res.audit.pool, [body.rules.case_id]))[body.rules.case_id]
+    if access.visibility == "practice":
+        # The round hides the case from practice from now on, but students who practised
+        # it before have seen its answer key: the organizer should know before starting.
+        out["warning"] = (
+            "注意：这个病例此前开放练习，学生可能已练过并看过答案。正式比赛建议改用“仅比赛”的病例。"
+        )
+        out["warning_en"] = (
+            "This case was open to practice: students may already have seen its answer key."
+        )
+    return _json(out, 201)
 
 
 def _link(request: Request, code: str) -> str:

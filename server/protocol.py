@@ -485,6 +485,55 @@ def control_message(field: str) -> tuple[str, str]:
             f"Field {field!r} contains a control character (such as NUL); remove it.")
 
 
+_TYPES = {
+    "str": "文字", "int": "整数", "float": "数字", "bool": "是/否", "array": "列表",
+    "object": "对象", "null": "空值",
+}
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^Expected `(?:str|array|object)` of length <= (?P<n>\d+)$"),
+     "{field}过长（最多 {n}）"),
+    (re.compile(r"^Expected `(?:str|array|object)` of length >= (?P<n>\d+)$"),
+     "{field}过短（至少 {n}）"),
+    (re.compile(r"^Expected `(?:int|float)` (?:<=|<) (?P<n>[-\d.]+)$"),
+     "{field}太大（不超过 {n}）"),
+    (re.compile(r"^Expected `(?:int|float)` (?:>=|>) (?P<n>[-\d.]+)$"),
+     "{field}太小（不小于 {n}）"),
+    (re.compile(r"^Object missing required field `(?P<name>[^`]+)`$"), "缺少必填字段 {name}"),
+    (re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$"), "包含未知字段 {name}"),
+    (re.compile(r"^Invalid enum value (?P<v>.+)$"), "{field}的取值 {v} 无效"),
+    (re.compile(r"^Expected `(?P<want>[a-z]+)[^`]*`, got `(?P<got>[a-z]+)`$"),
+     "{field}应为{want}，收到的是{got}"),
+)
+
+
+def explain(exc: msgspec.ValidationError) -> str:
+    """A Chinese reading of msgspec's English validation message, naming the field.
+
+    msgspec words its errors in a few fixed shapes ("Expected `str` of length <= 4000 -
+    at `$.reasoning`"); a person filling a form should not have to read them in English.
+    Unknown shapes fall back to naming the field only.
+    """
+    text = str(exc)
+    m = _PATH.search(text)
+    path = m.group("path") if m else ""
+    body = text[: m.start()] if m else text
+    label = _FIELD_ZH.get(path.rsplit(".", 1)[-1].split("[", 1)[0]) if path else None
+    field = f"“{label}”（{path}）" if label else (f"字段 {path} " if path else "")
+    for pattern, template in _RULES:
+        hit = pattern.match(body)
+        if hit:
+            parts = hit.groupdict()
+            for k in ("want", "got"):
+                if k in parts:
+                    parts[k] = _TYPES.get(parts[k], parts[k])
+            msg = template.format(field=field, **parts)
+            if path and "{field}" not in template:
+                msg += f"（位置：{path}）"
+            return msg
+    return f"{field}格式不正确" if path else "格式不正确"
+
+
 def decode_client(frame: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH) -> ClientMsg:
     """Decode one client frame, or raise FrameError naming the problem.
 
@@ -521,7 +570,7 @@ def decode_client(frame: str | bytes, max_bytes: int, max_depth: int = MAX_DEPTH
         msg = _client.decode(data)
     except msgspec.ValidationError as exc:
         raise FrameError(
-            "bad_message", f"消息格式错误：{exc}", f"Invalid message: {exc}", re
+            "bad_message", f"消息格式错误：{explain(exc)}。", f"Invalid message: {exc}", re
         ) from exc
     field = control_field(msg)
     if field is not None:

@@ -372,6 +372,7 @@ $("#round-form").addEventListener("submit", async (ev) => {
     $("#round-title").value = "";
     await loadCompetitions({ quiet: true });
     if (res?.id) selectRound(res.id);
+    if (res?.warning) showText(errorEl, res.warning);
   } catch (err) {
     showText(errorEl, err.problems?.length ? err.problems.join(" ") : err.message);
   } finally {

@@ -204,3 +204,17 @@ def test_practice_shows_no_answer_key_before_the_students_own_submission(server:
     assert key is not None and key.diagnosis == case.answer_key.diagnosis.name
     assert key.teaching_points == list(case.answer_key.teaching_points) and key.teaching_points
     assert key.differentials == [d.name for d in case.answer_key.differentials]
+
+
+def test_a_round_on_a_case_open_to_practice_warns_the_organizer(server: str) -> None:
+    # Last in this module: its rounds stay unpublished and reserve both cases.
+    org = Api.login(server)
+    cid = org.call("POST", "/api/competitions", {"title": "预警测试"})["id"]
+    _visibility(org, OTHER, "contest")
+    quiet = org.call("POST", f"/api/competitions/{cid}/rounds",
+                     {"title": "正式场", "rules": {"case_id": OTHER, "duration_s": 600}})
+    assert "warning" not in quiet
+    warned = org.call("POST", f"/api/competitions/{cid}/rounds",
+                      {"title": "练过的病例", "rules": {"case_id": "r8c3vn", "duration_s": 600}})
+    assert "学生可能已练过并看过答案" in warned["warning"]
+    assert "r8c3vn" not in _listed(server)  # and from now on it is hidden from practice
