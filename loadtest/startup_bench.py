@@ -14,7 +14,10 @@ first start that is not counted) and measures, from the moment the process is sp
   (while the eager one may still wait); the time from `submit` to `scored` alone.
 
 Then the server is stopped (SIGTERM, or SIGKILL with --kill, which makes the next start
-deal with the orphaned services) and started again. The same runs with EMBEDDINGS=0
+deal with the orphaned services) and started again. With embeddings, each tree runs twice
+in turn: "warm", keeping the fact-document embeddings that earlier starts cached under
+DATA_DIR/embeddings, and "cold", with that folder deleted before every start (the first
+start after a case changed, or a new data folder). The same runs with EMBEDDINGS=0
 (BM25 only) are one baseline in the same run; `--baseline DIR` is another: a tree of
 this project (e.g. the previous commit, `git archive HEAD | tar -x -C DIR`) run with
 this venv, restarted in turn with this one so both see the same machine load.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -107,8 +111,9 @@ def _kill_leftovers(data: Path) -> None:
 
 
 class Run:
-    def __init__(self, root: Path, data: Path, embeddings: bool) -> None:
+    def __init__(self, root: Path, data: Path, embeddings: bool, cold: bool = False) -> None:
         self.root = root
+        self.cold = cold
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items()
@@ -119,6 +124,8 @@ class Run:
         self.log = data / "up.log"
 
     def once(self, kill: bool, timeout: float = 180) -> dict[str, float]:
+        if self.cold:
+            shutil.rmtree(self.data / "embeddings", ignore_errors=True)
         t0 = time.perf_counter()
         with self.log.open("ab") as log:
             proc = subprocess.Popen(
@@ -168,9 +175,11 @@ def main() -> None:
     print(f"{cases} cases, {args.runs} restarts each, trees in turn, stopped by "
           f"{'SIGKILL' if args.kill else 'SIGTERM'}; seconds, median (min-max)")
     for embeddings in (True, False):
+        variants = [(root, cold) for root in roots for cold in ((True, False) if embeddings
+                                                                 else (False,))]
         with contextlib.ExitStack() as stack:
             runs = [Run(root, Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="startup-bench-"))), embeddings) for root in roots]
+                prefix="startup-bench-"))), embeddings, cold) for root, cold in variants]
             for run in runs:  # runs before the folder is removed
                 stack.callback(_kill_leftovers, run.data)
             for run in runs:
@@ -182,8 +191,9 @@ def main() -> None:
             if args.kill:  # the last orphans: one more start adopts them, SIGTERM stops all
                 for run in runs:
                     run.once(kill=False)
-            for root, got in zip(roots, results, strict=True):
-                print(f"EMBEDDINGS={int(embeddings)}  {root}")
+            for (root, cold), got in zip(variants, results, strict=True):
+                cache = (" cold cache" if cold else " warm cache") if embeddings else ""
+                print(f"EMBEDDINGS={int(embeddings)}{cache}  {root}")
                 for key in got[0]:
                     xs = [r[key] for r in got]
                     print(f"  {key:30s} {statistics.median(xs):7.3f}  "

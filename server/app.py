@@ -92,7 +92,9 @@ async def _first_organizer(res: Resources) -> None:
 
 
 def _load_library(settings: Settings) -> Library:
-    library = Library.load(settings.cases_dir, "auto" if settings.embeddings else None)
+    library = Library.load(
+        settings.cases_dir, "auto" if settings.embeddings else None, settings.embedding_cache,
+    )
     terminology()  # read here, not by the first submission scored (the case lint reads it today)
     return library
 
@@ -107,7 +109,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The matching process loads the library alongside this one: one after the other,
         # the first scored submission came 4 s later (docs/benchmarks.md, restart).
-        background = Background(settings.cases_dir, embeddings=settings.embeddings)
+        background = Background(
+            settings.cases_dir, embeddings=settings.embeddings, cache_dir=settings.embedding_cache,
+        )
         await background.start()
         try:
             # Embedding every fact takes seconds of CPU: in a thread, so the loop stays live.

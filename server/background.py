@@ -57,8 +57,11 @@ class MatcherGone(Exception):
 
 
 class Background:
-    def __init__(self, cases_dir: Path, *, embeddings: bool) -> None:
-        self._args = (str(cases_dir), "1" if embeddings else "0")
+    def __init__(
+        self, cases_dir: Path, *, embeddings: bool, cache_dir: Path | None = None,
+    ) -> None:
+        # "" = no embedding cache (an argv entry cannot be None).
+        self._args = (str(cases_dir), "1" if embeddings else "0", str(cache_dir or ""))
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
@@ -163,11 +166,13 @@ class Background:
             await self._reader
 
 
-def _serve(cases_dir: str, embeddings: bool) -> None:
+def _serve(cases_dir: str, embeddings: bool, cache_dir: str = "") -> None:
     """The child: load the library as the server does, then match a line at a time."""
     from server.library import Library  # only the child loads it a second time
 
-    library = Library.load(Path(cases_dir), "auto" if embeddings else None)
+    library = Library.load(
+        Path(cases_dir), "auto" if embeddings else None, Path(cache_dir) if cache_dir else None,
+    )
     with contextlib.suppress(OSError):
         os.nice(NICE)
     out = sys.stdout.buffer
@@ -187,4 +192,4 @@ def _serve(cases_dir: str, embeddings: bool) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2] == "1")
+    _serve(sys.argv[1], sys.argv[2] == "1", sys.argv[3] if len(sys.argv) > 3 else "")

