@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -10,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +24,7 @@ from loadtest.llm_sim import SimConfig
 from loadtest.llm_sim import create_app as create_sim
 from server import protocol
 from server.app import create_app
+from server.audit import AuditLog, prepare
 from server.settings import Settings, proxy_options
 
 
@@ -314,3 +316,20 @@ def make_round(
     rid = api.call("POST", f"/api/competitions/{cid}/rounds", new_round)["id"]
     roster = api.call("GET", f"/api/competitions/{cid}/roster")
     return cid, rid, roster
+
+
+@contextlib.asynccontextmanager
+async def fresh_log(settings: Settings) -> AsyncIterator[tuple[AuditLog, asyncpg.Connection]]:
+    """A schema of its own (tampering must not touch the shared one), migrated by the
+    owner; yields the app role's log and an owner (superuser) connection."""
+    schema = f"{settings.database_schema}_{uuid.uuid4().hex[:6]}"
+    app = msgspec.structs.replace(settings, database_schema=schema)
+    await prepare(settings.database_url, schema, settings.database_app_user)
+    audit = await AuditLog.open(app.app_database_url, schema)
+    owner = await asyncpg.connect(settings.database_url, server_settings={"search_path": schema})
+    try:
+        yield audit, owner
+    finally:
+        await audit.close()
+        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
+        await owner.close()

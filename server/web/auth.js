@@ -3,7 +3,7 @@
 // that reconnects by itself with backoff. Errors come back as Error objects whose
 // message is the server's Chinese text, ready to show as text.
 
-import { newId } from "./socket.js";
+import { newId, revokeToken } from "./socket.js";
 
 export const STAFF_KEY = "clinic-arena.staff";
 
@@ -61,12 +61,7 @@ export function clearSession({ revoke = true } = {}) {
   memorySession = null;
   try { localStorage.removeItem(STAFF_KEY); } catch { /* private mode */ }
   if (token) {
-    // Best effort: signing out locally must not wait for (or fail with) the network.
-    fetch("/api/logout", {
-      method: "POST", keepalive: true,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: "{}",
-    }).catch(() => {});
+    revokeToken(token);
   }
 }
 

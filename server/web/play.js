@@ -8,7 +8,7 @@
 import { $, h, num, toast } from "./dom.js";
 import { Interview } from "./interview.js";
 import { Orders } from "./orders.js";
-import { ArenaSocket } from "./socket.js";
+import { ArenaSocket, revokeToken } from "./socket.js";
 import { Submission, scoreCard } from "./submit.js";
 
 const TOKEN_KEY = "clinic-arena.contestant";
@@ -277,12 +277,7 @@ function inPlay() {
 function logout(message = "", { revoke = false } = {}) {
   const token = revoke ? state.me?.token : "";
   if (token) {
-    // Best effort: leaving must not wait for (or fail with) the network.
-    fetch("/api/logout", {
-      method: "POST", keepalive: true,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: "{}",
-    }).catch(() => {});
+    revokeToken(token);
   }
   state.stopped = true;
   clearTimeout(state.retryTimer);

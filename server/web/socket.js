@@ -188,3 +188,16 @@ export class ArenaSocket extends EventTarget {
     this.dispatchEvent(new CustomEvent("status", { detail: { status, ...extra } }));
   }
 }
+
+/**
+ * Ask the server to refuse `token` from now on (POST /api/logout). Best effort: signing
+ * out locally must not wait for, or fail with, the network; keepalive lets it finish
+ * while the page unloads.
+ */
+export function revokeToken(token) {
+  fetch("/api/logout", {
+    method: "POST", keepalive: true,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: "{}",
+  }).catch(() => {});
+}

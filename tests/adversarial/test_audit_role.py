@@ -9,34 +9,14 @@ event slipped into the middle of the chain by someone who can bypass the trigger
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import msgspec
 import pytest
 
 from server import chain
-from server.audit import AuditLog, prepare
+from server.audit import AuditLog
 from server.settings import Settings
-
-
-@contextlib.asynccontextmanager
-async def _fresh_log(settings: Settings) -> AsyncIterator[tuple[AuditLog, asyncpg.Connection]]:
-    """A schema of its own, migrated by the owner: the app role's log and an owner
-    (superuser) connection."""
-    schema = f"{settings.database_schema}_{uuid.uuid4().hex[:6]}"
-    app = msgspec.structs.replace(settings, database_schema=schema)
-    await prepare(settings.database_url, schema, settings.database_app_user)
-    audit = await AuditLog.open(app.app_database_url, schema)
-    owner = await asyncpg.connect(settings.database_url, server_settings={"search_path": schema})
-    try:
-        yield audit, owner
-    finally:
-        await audit.close()
-        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
-        await owner.close()
+from tests.support import fresh_log
 
 
 async def _append(audit: AuditLog, n: int) -> None:
@@ -54,7 +34,7 @@ def test_temporary_tables_of_the_app_role_cannot_stand_in_for_the_chain(
     real head behind). The chain must stay intact whatever the app role creates."""
 
     async def run() -> tuple[chain.Report, bytes, bytes]:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             await _append(audit, 3)
             async with audit.pool.acquire() as conn:
                 # The app role may create temporary tables (PUBLIC has TEMP by default).
@@ -83,7 +63,7 @@ def test_verify_catches_a_forged_event_inserted_in_the_middle(settings: Settings
     content and its predecessor: the event after it no longer links."""
 
     async def run() -> tuple[chain.Report, int]:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             await _append(audit, 6)
             ids = [r["id"] for r in await owner.fetch("SELECT id FROM events ORDER BY id")]
             forged = ids[3]
@@ -117,7 +97,7 @@ def test_the_app_role_cannot_call_the_chains_functions_or_rewind_its_ids(
     forward (a gap in ids is harmless: the chain links by hash, not by id)."""
 
     async def run() -> chain.Report:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             await _append(audit, 2)
             async with audit.pool.acquire() as conn:
                 for sql in ("SELECT events_chain_link()", "SELECT events_chain_head()",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -13,8 +10,9 @@ import msgspec
 import pytest
 
 from server import chain, cli
-from server.audit import AuditLog, prepare
+from server.audit import AuditLog
 from server.settings import Settings
+from tests.support import fresh_log
 
 
 def test_migrations_are_recorded_and_events_cannot_be_rewritten(settings: Settings) -> None:
@@ -91,23 +89,6 @@ def test_appends_waiting_together_are_one_commit_and_each_gets_its_own_answer(
 # ---- the app role and the hash chain --------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _fresh_log(settings: Settings) -> AsyncIterator[tuple[AuditLog, asyncpg.Connection]]:
-    """A schema of its own (tampering must not touch the shared one), migrated by the
-    owner; yields the app role's log and an owner (superuser) connection."""
-    schema = f"{settings.database_schema}_{uuid.uuid4().hex[:6]}"
-    app_settings = msgspec.structs.replace(settings, database_schema=schema)
-    await prepare(settings.database_url, schema, settings.database_app_user)
-    audit = await AuditLog.open(app_settings.app_database_url, schema)
-    owner = await asyncpg.connect(settings.database_url, server_settings={"search_path": schema})
-    try:
-        yield audit, owner
-    finally:
-        await audit.close()
-        await owner.execute(f"DROP SCHEMA {schema} CASCADE")
-        await owner.close()
-
-
 def _verify(settings: Settings, schema: str, capsys: pytest.CaptureFixture[str],
             monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
@@ -128,7 +109,7 @@ async def _some_events(audit: AuditLog) -> list[int]:
 
 def test_the_app_role_can_only_append_to_and_read_the_log(settings: Settings) -> None:
     async def run() -> None:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             conn = audit.pool
             assert await conn.fetchval("SELECT current_user") == settings.database_app_user
             assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname ="
@@ -181,7 +162,7 @@ def test_audit_verify_finds_every_kind_of_tampering(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def tamper() -> tuple[str, list[int]]:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             schema = await owner.fetchval("SELECT current_schema()")
             ids = sorted(await _some_events(audit))
             code, out = await asyncio.to_thread(
@@ -209,7 +190,7 @@ def test_audit_verify_finds_every_kind_of_tampering(
 
 def test_appends_from_several_connections_form_one_unbroken_chain(settings: Settings) -> None:
     async def run() -> None:
-        async with _fresh_log(settings) as (audit, owner):
+        async with fresh_log(settings) as (audit, owner):
             schema = await owner.fetchval("SELECT current_schema()")
             other = await AuditLog.open(
                 msgspec.structs.replace(settings, database_schema=schema).app_database_url,
