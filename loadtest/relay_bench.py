@@ -480,9 +480,9 @@ def server_env(sim_port: int, streams: int) -> dict[str, str]:
 
     env = {"LLM_BASE_URL": f"http://127.0.0.1:{sim_port}/v1", "LLM_MODEL": "patient",
            "LLM_READ_TIMEOUT": "120", "LLM_CONNECT_TIMEOUT": "30",
-           # Each stream asks every round; the per-connection question limit (which still
-           # costs its Redis round trip here, as in production) must never refuse one.
-           "ASK_LIMIT": "1000000/minute"}
+           # Each stream asks every round; the question limits (which still cost their Redis
+           # round trips here, as in production) must never refuse one.
+           "ASK_LIMIT": "1000000/minute", "PRACTICE_ADDRESS_ASK_LIMIT": "1000000/minute"}
     # Whatever concurrency caps the server has when this runs must not be what is measured.
     cap = re.compile(r"llm_max_connections|concurren|max_streams|max_answers|in_?flight")
     for f in msgspec.structs.fields(Settings):

@@ -307,6 +307,10 @@ async def endpoint(ws: WebSocket) -> None:
                     who = (f"contestant:{session.contestant_id}"
                            if isinstance(session, Player) else f"conn:{conn.id}")
                     await res.limiter.hit("ask", who)
+                    if not isinstance(session, Player):
+                        client = conn.ws.client
+                        await res.limiter.hit(
+                            "practice_address", client.host if client else "unknown")
                 await session.handle(msg)
             except Exception as exc:  # every failure of a request becomes an error reply
                 conn.send(ws_error(exc, msg.id))

@@ -11,7 +11,8 @@ count. What is limited, and keyed by what (settings.py documents the numbers):
   costs no scrypt time either);
 - account creation per organizer;
 - questions (`ask`) per contestant or practice connection: each may start an LLM
-  generation.
+  generation; practice questions also per client address, since reconnecting starts a
+  new connection's allowance.
 
 A refusal is `RateLimited` (HTTP 429 with Retry-After; a WebSocket error reply), and
 counted in `arena_rate_limited_total{limit}`.
@@ -48,6 +49,7 @@ class RateLimiter:
             "join": parse(settings.join_limit),
             "account": parse(settings.account_limit),
             "ask": parse(settings.ask_limit),
+            "practice_address": parse(settings.practice_address_ask_limit),
         }
 
     async def hit(self, name: str, *key: str) -> None:

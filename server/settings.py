@@ -114,6 +114,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     account_limit: str = "30/hour"
     # Questions per contestant (or per practice connection): each may start a generation.
     ask_limit: str = "30/minute"
+    # Practice questions per client address, all connections together: a student who
+    # reconnects gets a new per-connection allowance, so this bounds what one address can
+    # make the LLM generate. Generous, because a classroom shares one NAT address.
+    practice_address_ask_limit: str = "600/minute"
     # Messages queued per connection before a slow client is told to resync.
     send_queue_size: int = 256
     # Messages kept per history channel (round, attempt) for clients that reconnect with

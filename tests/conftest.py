@@ -45,7 +45,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             admin_password=ADMIN_PASSWORD,
             # The adversarial suite asks hundreds of questions a minute on one connection;
             # tests/server/test_abuse.py checks the real limits on servers of its own.
-            ask_limit="100000/minute",
+            ask_limit="100000/minute", practice_address_ask_limit="100000/minute",
         )
         yield s
         if os.environ.get("DATABASE_URL"):

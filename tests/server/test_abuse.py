@@ -45,6 +45,7 @@ def strict(settings: Settings) -> Iterator[Settings]:
         yield msgspec.structs.replace(
             own, embeddings=False, login_limit="3/minute", login_address_limit="5/minute",
             join_limit="4/minute", account_limit="2/minute", ask_limit="3/minute",
+            practice_address_ask_limit="5/minute",
             allowed_origins=f"{ORIGIN}, https://screen.example.edu/",
             max_body_bytes=64 * 1024, forwarded_allow_ips="127.0.0.1",
         )
@@ -200,6 +201,26 @@ def test_questions_are_limited_per_contestant_across_reconnects(server: str,
         assert (err.re, err.code) == (rid, "rate_limited") and "秒后再试" in err.message
         assert isinstance(_ping(c), protocol.Pong)  # still connected
     assert _events(strict, play.attempt_id).count("asked") == 3
+
+
+def test_practice_questions_are_limited_per_address_across_reconnects(server: str) -> None:
+    # 3 per connection, 5 per address: a student reconnecting for a fresh allowance is
+    # still stopped by the address's count. (The module's rounds reserve r8c3vn.)
+    asked = 0
+    for _ in range(2):
+        with Client(server) as c:
+            c.hello("李同学")
+            c.request("start_practice", case_id="k4p9wq")
+            c.expect("practice_started")
+            for _ in range(3 if asked == 0 else 2):
+                _, end, _ = c.answer("哪里不舒服？")
+                assert end.status == "ok"
+                asked += 1
+            if asked == 5:
+                rid = c.request("ask", text="还有哪里不舒服？")
+                err = c.until(lambda m: isinstance(m, protocol.Error))
+                assert (err.re, err.code) == (rid, "rate_limited")
+                assert isinstance(_ping(c), protocol.Pong)  # still connected
 
 
 def _ping(c: Client) -> protocol.ServerMsg:
