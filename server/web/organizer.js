@@ -1,15 +1,18 @@
 // The organizer console: competitions, rounds, the roster with join codes, and the
 // round control panel (status and countdown from a `watch`, the live board, the
 // actions open/start/pause/resume/extend/end/publish, the big-screen link and the
-// audit log). HTTP API and wire protocol: docs/protocol.md, "Competitions".
+// audit log, rendered by audit-log.js; case visibility by case-access.js). HTTP API and
+// wire protocol: docs/protocol.md, "Competitions".
 
 import { $, h } from "./dom.js";
 import { ArenaSocket } from "./socket.js";
 import {
   absoluteUrl, api, clearSession, copyText, getSession, keepConnected, requestId, roleName,
-  setupLogin, showText, toMs,
+  setupLogin, showText,
 } from "./auth.js";
-import { BoardView, STATUS_ZH, describeClock, fmtClockTime, renderCountdown } from "./board.js";
+import { renderAudit } from "./audit-log.js";
+import { renderCaseAccess } from "./case-access.js";
+import { BoardView, STATUS_ZH, describeClock, renderCountdown } from "./board.js";
 
 const ACTION_ZH = {
   open: "开放候场", start: "开始", pause: "暂停", resume: "继续", extend: "延时", end: "提前结束",
@@ -26,15 +29,6 @@ const LEGAL = {
 };
 const NEEDS_REASON = new Set(["pause", "extend", "end"]);
 const DIFFICULTY = { easy: "简单", medium: "中等", hard: "困难" };
-const AUDIT_KIND = {
-  round_created: "创建场次", lobby_opened: "开放候场", round_started: "开始", round_paused: "暂停",
-  round_resumed: "继续", round_extended: "延时", round_ended: "结束", results_published: "公布成绩",
-  adjudicated: "裁定诊断", overridden: "调整分数", spectator_link: "生成大屏链接",
-  spectator_created: "生成大屏链接", roster_imported: "导入名单", code_reissued: "重新发放参赛码",
-  case_visibility: "病例可见性",
-};
-const VERDICT_ZH = { correct: "正确", partial: "部分正确", wrong: "错误", needs_judge: "待评委复核" };
-
 const socket = new ArenaSocket();
 const state = {
   session: null,
@@ -143,54 +137,15 @@ async function loadCases() {
           .filter(Boolean).join(" · ")}）`)),
     );
     renderRounds();
-    renderCaseVisibility();
+    showCaseAccess();
   } catch (err) {
     els.roundCase.replaceChildren(h("option", { value: "" }, "病例列表加载失败"));
     showText($("#round-error"), err.message);
   }
 }
 
-// Who may practise each case (GET /api/cases gives staff every case with its access).
-const VISIBILITY = [
-  ["draft", "草稿"], ["contest", "仅比赛"], ["practice", "开放练习"],
-];
-
-function renderCaseVisibility() {
-  $("#case-vis-list").replaceChildren(...state.cases.map((c) => {
-    const select = h("select", {
-      "aria-label": `${c.title} 的可见性`, dataset: { testid: `visibility-${c.id}` },
-      onchange: () => setVisibility(c, select),
-    }, ...VISIBILITY.map(([value, label]) => h("option", { value }, label)));
-    select.value = c.visibility ?? "practice";
-    const reserved = c.reserved_by?.length
-      ? h("span", { class: "tag tag-reserved", dataset: { testid: `reserved-${c.id}` },
-        title: `场次 ${c.reserved_by.join("、")}` }, "比赛占用中（成绩未公布）")
-      : null;
-    const open = h("span", { class: c.practice_open ? "tag tag-done" : "tag" },
-      c.practice_open ? "学生可练习" : "学生不可见");
-    return h("li", { class: "case-vis", dataset: { case: c.id } },
-      h("div", { class: "case-vis-head" }, h("b", {}, c.title), h("small", { class: "muted mono" }, c.id)),
-      h("div", { class: "case-vis-row" }, select, open, reserved,
-        h("a", { class: "btn-link", href: `./#case=${encodeURIComponent(c.id)}`, target: "_blank",
-          rel: "noopener", dataset: { testid: `try-${c.id}` } }, "试玩")));
-  }));
-}
-
-async function setVisibility(c, select) {
-  const error = $("#cases-error");
-  error.hidden = true;
-  select.disabled = true;
-  try {
-    const access = await api(`/api/cases/${encodeURIComponent(c.id)}/visibility`, {
-      method: "POST", body: { visibility: select.value, request_id: requestId() },
-    });
-    Object.assign(c, access);
-  } catch (err) {
-    showText(error, err.message);
-  } finally {
-    select.disabled = false;
-    renderCaseVisibility();
-  }
+function showCaseAccess() {
+  renderCaseAccess($("#case-vis-list"), state.cases, $("#cases-error"));
 }
 
 $("#reload-cases").addEventListener("click", () => loadCases());
@@ -740,68 +695,10 @@ async function loadAudit() {
   try {
     const events = await api(`/api/rounds/${encodeURIComponent(roundId)}/audit`);
     if (roundId !== state.roundId) return;
-    renderAudit(Array.isArray(events) ? events : []);
+    renderAudit(els.auditBody, Array.isArray(events) ? events : [], state.roster);
   } catch (err) {
     if (roundId === state.roundId) showText($("#audit-error"), err.message);
   }
-}
-
-function renderAudit(events) {
-  if (!events.length) {
-    els.auditBody.replaceChildren(h("tr", { class: "empty" }, h("td", { colspan: "4", class: "muted" }, "暂无操作记录。")));
-    return;
-  }
-  // Newest first: during a round the latest action is what matters.
-  const rows = [...events].reverse().map((e) => {
-    const ms = toMs(e.at);
-    return h("tr", { dataset: { testid: "audit-row", kind: e.kind ?? "" } },
-      h("td", { class: "nowrap", title: ms ? new Date(ms).toLocaleString("zh-CN", { hour12: false }) : "" }, fmtClockTime(e.at)),
-      h("td", {}, auditActor(e.actor)),
-      h("td", {}, auditAction(e)),
-      h("td", { class: "reason-cell" }, auditReason(e) || "—"));
-  });
-  els.auditBody.replaceChildren(...rows);
-}
-
-function auditAction(e) {
-  const p = e.payload ?? {};
-  const label = AUDIT_KIND[e.kind] ?? e.kind ?? "";
-  if (e.kind === "round_extended") {
-    const who = p.contestant_id ? state.roster.find((c) => c.id === p.contestant_id)?.name ?? p.contestant_id : "全体选手";
-    return `${label} ${Math.round((Number(p.seconds) || 0) / 60)} 分钟（${who}）`;
-  }
-  if (e.kind === "round_ended" && p.reason === "time") return "时间到，自动结束";
-  if (e.kind === "adjudicated") {
-    const v = VERDICT_ZH[p.verdict ?? p.new] ?? p.verdict ?? p.new ?? "";
-    return `${label}：${[p.name, v].filter(Boolean).join(" → ")}`;
-  }
-  if (e.kind === "overridden") {
-    // server/judging.py: {name, section, line, label, old_points, new_points, …}
-    const item = p.label || (p.line !== undefined ? `${p.section ?? ""} 第 ${Number(p.line) + 1} 项` : p.section);
-    const target = [p.name, item].filter(Boolean).join(" ");
-    const before = p.old_points ?? p.old;
-    const after = p.new_points ?? p.new ?? p.points;
-    const change = before !== undefined || after !== undefined ? `${before ?? "?"} → ${after ?? "?"}` : "";
-    return [label, target, change].filter(Boolean).join("：");
-  }
-  return label;
-}
-
-/** "judge:wang" → "评委 wang" (the log stores role:username). */
-function auditActor(actor) {
-  if (!actor) return "—";
-  const [role, ...rest] = String(actor).split(":");
-  const who = rest.join(":");
-  return who && roleName(role) !== role ? `${roleName(role)} ${who}` : actor;
-}
-
-function auditReason(e) {
-  const p = e.payload ?? {};
-  // RoundEnded.reason is "organizer"/"time"; the organizer's words, if stored, are elsewhere.
-  if (e.kind === "round_ended" && (p.reason === "organizer" || p.reason === "time")) {
-    return p.note || p.text || p.comment || "";
-  }
-  return typeof p.reason === "string" ? p.reason : "";
 }
 
 $("#audit-refresh").addEventListener("click", () => loadAudit());
