@@ -27,9 +27,9 @@ from typing import Any
 
 import asyncpg
 
-from server import chain
-from server.audit import AuditLog, prepare
-from server.embedded import EmbeddedServices
+from server.store import chain
+from server.store.audit import AuditLog, prepare
+from server.store.embedded import EmbeddedServices
 
 UNCHAIN = """
 DROP TRIGGER events_chain_link ON events;

@@ -107,7 +107,7 @@ def services() -> Iterator[tuple[str, str]]:
     if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
         yield os.environ["DATABASE_URL"], os.environ["REDIS_URL"]
         return
-    from server.embedded import EmbeddedServices
+    from server.store.embedded import EmbeddedServices
 
     with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
         embedded = EmbeddedServices(Path(tmp))

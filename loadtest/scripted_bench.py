@@ -27,7 +27,7 @@ from pathlib import Path
 from arena.cases import Case, Fact
 from arena.patient import ScriptedPatient, patient_view
 from arena.prompt import build_messages
-from server.library import Library
+from server.services.library import Library
 
 UNCOVERED = ["你家养猫吗？", "最近去过外地旅游吗？", "你喜欢什么运动？", "晚上睡得好吗？"]
 

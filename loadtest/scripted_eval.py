@@ -32,8 +32,8 @@ from pathlib import Path
 
 import arena.matching as matching
 from arena.patient import ScriptedPatient, Turn
-from server.embeddings import E5Embed
-from server.library import Library
+from server.services.embeddings import E5Embed
+from server.services.library import Library
 
 EVAL = Path(__file__).resolve().parent / "eval"
 CASES = Path(__file__).resolve().parents[1] / "cases"

@@ -22,25 +22,25 @@ from starlette.staticfiles import StaticFiles
 
 from arena.errors import ArenaError
 from arena.terminology import terminology
-from server import api, errors, hub
-from server.audit import AuditLog
-from server.audit import prepare as prepare_database
-from server.auth import Accounts, Roster
-from server.background import Background
-from server.boards import Boards
-from server.bus import Bus
-from server.edge import Edge, redact_access_log
-from server.library import Library
-from server.live import LiveState
 from server.metrics import REGISTRY
-from server.objects import open_store
-from server.player import Players
-from server.ratelimit import RateLimiter
-from server.relay import make_engine
+from server.patient.pool import Background
+from server.patient.relay import make_engine
 from server.resources import Resources
-from server.rounds import RoundService
+from server.services.accounts import Accounts, Roster
+from server.services.boards import Boards
+from server.services.control import RoundService
+from server.services.library import Library
+from server.services.ratelimit import RateLimiter
+from server.services.tokens import Tokens
+from server.sessions.contest import Players
 from server.settings import Settings
-from server.tokens import Tokens
+from server.store.audit import AuditLog
+from server.store.audit import prepare as prepare_database
+from server.store.bus import Bus
+from server.store.live import LiveState
+from server.store.objects import open_store
+from server.wire import api, errors, hub
+from server.wire.edge import Edge, redact_access_log
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger("arena.app")

@@ -17,12 +17,12 @@ from typing import Any
 
 import msgspec
 
-from server import chain
-from server.audit import AuditLog, Event
-from server.embedded import EmbeddedServices
-from server.library import Library
-from server.replay import replay, rescore
+from server.services.library import Library
+from server.services.replay import replay, rescore
 from server.settings import Settings, from_env
+from server.store import chain
+from server.store.audit import AuditLog, Event
+from server.store.embedded import EmbeddedServices
 
 
 @contextlib.asynccontextmanager

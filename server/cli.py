@@ -13,10 +13,10 @@ import msgspec
 import uvicorn
 
 from server import audit_cli, console, keys_cli
-from server.audit import AuditLog
-from server.embedded import DataDirBusy, EmbeddedServices
-from server.library import check_folder
+from server.services.library import check_folder
 from server.settings import Settings, from_env, proxy_options
+from server.store.audit import AuditLog
+from server.store.embedded import DataDirBusy, EmbeddedServices
 
 log = logging.getLogger("arena")
 

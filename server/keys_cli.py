@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from arena.errors import NotFound
-from server import tokens
-from server.audit import AuditLog
-from server.embedded import EmbeddedServices
+from server.services import tokens
 from server.settings import from_env
+from server.store.audit import AuditLog
+from server.store.embedded import EmbeddedServices
 
 
 def _run(work: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:

@@ -7,23 +7,23 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from server.audit import AuditLog
-from server.auth import Accounts, Roster
-from server.background import Background
-from server.bus import Bus
-from server.library import Library
-from server.live import LiveState
-from server.objects import ObjectStore
-from server.ratelimit import RateLimiter
-from server.relay import Relay
+from server.patient.pool import Background
+from server.patient.relay import Relay
+from server.services.accounts import Accounts, Roster
+from server.services.library import Library
+from server.services.ratelimit import RateLimiter
+from server.services.tokens import Tokens
 from server.settings import Settings
-from server.tokens import Tokens
+from server.store.audit import AuditLog
+from server.store.bus import Bus
+from server.store.live import LiveState
+from server.store.objects import ObjectStore
 
 if TYPE_CHECKING:  # these modules use Resources themselves
-    from server.boards import Boards
-    from server.hub import SignedIn
-    from server.player import Players
-    from server.rounds import RoundService
+    from server.services.boards import Boards
+    from server.services.control import RoundService
+    from server.sessions.contest import Players
+    from server.wire.hub import SignedIn
 
 
 class Resources(msgspec.Struct, kw_only=True):

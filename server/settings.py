@@ -129,7 +129,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     @property
     def embedding_cache(self) -> Path:
-        """Fact-document embeddings kept between starts (server.embeddings.DocumentCache);
+        """Fact-document embeddings kept between starts (server.services.embeddings.DocumentCache);
         safe to delete, at the cost of about 2 s of CPU per case at the next start."""
         return self.data_dir / "embeddings"
 

@@ -19,8 +19,8 @@ import msgspec
 import pytest
 import redis
 
-from server.embedded import EmbeddedServices
 from server.settings import Settings, from_env
+from server.store.embedded import EmbeddedServices
 from tests.support import ADMIN_PASSWORD, FakeClock, Sim, running_server, running_sim
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,8 +24,8 @@ from loadtest.llm_sim import SimConfig
 from loadtest.llm_sim import create_app as create_sim
 from server import protocol
 from server.app import create_app
-from server.audit import AuditLog, prepare
 from server.settings import Settings, proxy_options
+from server.store.audit import AuditLog, prepare
 
 
 def free_port() -> int:

@@ -13,9 +13,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from server import chain
-from server.audit import AuditLog
 from server.settings import Settings
+from server.store import chain
+from server.store.audit import AuditLog
 from tests.support import fresh_log
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from arena.prompt import system_prompt
 from server import protocol
-from server.library import Library
+from server.services.library import Library
 from server.settings import Settings
 from tests.support import Client, Sim, own_schema, running_server
 

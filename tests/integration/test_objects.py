@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from server.objects import FolderStore, ObjectStore, open_store
+from server.store.objects import FolderStore, ObjectStore, open_store
 from tests.support import free_port
 
 

@@ -23,7 +23,7 @@ import pytest
 from arena.matching import MATCHER_VERSION
 from arena.scoring import RULES_VERSION
 from server import cli, protocol
-from server.library import Library
+from server.services.library import Library
 from server.settings import Settings
 from tests.support import Api, Client, FakeClock, make_round
 

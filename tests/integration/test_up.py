@@ -148,7 +148,7 @@ def test_kill_9_then_up_again_runs_one_postgres_and_one_valkey_and_sigterm_stops
         assert _valkeys(folder) == [valkey] and valkey.is_running()
 
         children = psutil.Process(second.pid).children(recursive=True)
-        assert any("server.background" in " ".join(c.cmdline()) for c in children)
+        assert any("server.patient.pool" in " ".join(c.cmdline()) for c in children)
         began = time.monotonic()
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=10) == 0
@@ -169,7 +169,7 @@ def test_readyz_waits_for_the_matching_process_to_load(up: Up) -> None:
         assert _readyz(up.url)[1]["matching"] == "ok"
         # A new matching process loads the library again; until it has, not ready.
         matcher = next(c for c in psutil.Process(proc.pid).children()
-                       if "server.background" in " ".join(c.cmdline()))
+                       if "server.patient.pool" in " ".join(c.cmdline()))
         matcher.kill()
 
         def loading() -> dict[str, Any] | None:
@@ -183,7 +183,7 @@ def test_readyz_waits_for_the_matching_process_to_load(up: Up) -> None:
         )
         up.wait_ready(proc)
         again = [c for c in psutil.Process(proc.pid).children()
-                 if "server.background" in " ".join(c.cmdline())]
+                 if "server.patient.pool" in " ".join(c.cmdline())]
         assert [c.pid for c in again] != [matcher.pid] and len(again) == 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -31,9 +31,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from server import errors, protocol
-from server.edge import redact
+from server import protocol
 from server.settings import Settings
+from server.wire import errors
+from server.wire.edge import redact
 from tests.support import Api, Client, make_round, own_schema, running_server
 
 ORIGIN = "https://arena.example.edu"

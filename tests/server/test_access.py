@@ -1,7 +1,7 @@
 """Who may do what, checked cell by cell through the real server.
 
 The expected matrices are written out here from docs/protocol.md (the role table under
-"Competitions" and the HTTP API table), never taken from `server.access`: a test that
+"Competitions" and the HTTP API table), never taken from `server.wire.access`: a test that
 read the server's own table could not fail. Every WebSocket message type is sent by
 every role, and every HTTP route is called as every role; a refused request must be
 refused with the right code and a Chinese message, and must change nothing.
@@ -24,11 +24,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from server import api, protocol
-from server.auth import Claims
-from server.auth import Role as TokenRole
+from server import protocol
+from server.services.accounts import Claims
+from server.services.accounts import Role as TokenRole
+from server.services.tokens import Signer
 from server.settings import Settings
-from server.tokens import Signer
+from server.wire import api
 from tests.support import ADMIN_PASSWORD, Api, Client, FakeClock, make_round
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"

@@ -9,9 +9,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from server import chain, cli
-from server.audit import AuditLog
+from server import cli
 from server.settings import Settings
+from server.store import chain
+from server.store.audit import AuditLog
 from tests.support import fresh_log
 
 

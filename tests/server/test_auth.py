@@ -27,10 +27,10 @@ from arena.errors import (
     Unauthorized,
 )
 from arena.roster import RosterRow, make_join_code
-from server.audit import AuditLog
-from server.auth import Accounts, Claims, Roster, hash_password, verify_password
+from server.services.accounts import Accounts, Claims, Roster, hash_password, verify_password
+from server.services.tokens import Signer, Tokens
 from server.settings import Settings
-from server.tokens import Signer, Tokens
+from server.store.audit import AuditLog
 from tests.support import FakeClock
 
 KEY = b"k" * 32

@@ -1,4 +1,4 @@
-"""The matching process (server.background): the same facts as the in-process matcher,
+"""The matching process (server.patient.pool): the same facts as the in-process matcher,
 a new process after one dies, and a prompt stop."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from server.background import Background, MatcherGone
-from server.library import Library
+from server.patient.pool import Background, MatcherGone
+from server.services.library import Library
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
 QUESTIONS = ["胸口疼多久了？", "抽烟吗？喝酒吗？", "以前得过什么病？", "有没有药物过敏？"]

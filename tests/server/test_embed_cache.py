@@ -1,4 +1,4 @@
-"""The disk cache of fact-document embeddings (server.embeddings.DocumentCache), on the
+"""The disk cache of fact-document embeddings (server.services.embeddings.DocumentCache), on the
 real e5 model: a warm start embeds no fact document, the vectors (and so the matches)
 are the model's own, a damaged file is rebuilt, and concurrent writers never tear it.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server import library as library_module
-from server.embeddings import DocumentCache, E5Embed, load_embed
-from server.library import Library
+from server.services import library as library_module
+from server.services.embeddings import DocumentCache, E5Embed, load_embed
+from server.services.library import Library
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = "m2x7hd"  # the case with the fewest fact documents: the cold builds stay short
@@ -78,7 +78,8 @@ def test_a_warm_start_in_a_fresh_process_embeds_no_fact_document(
     out = tmp_path / "warm.npy"
     code = (
         "import sys, numpy as np; from pathlib import Path;"
-        "from server.library import Library; from server.embeddings import load_embed;"
+        "from server.services.library import Library;"
+        "from server.services.embeddings import load_embed;"
         f"lib = Library.load(Path(sys.argv[1]), 'auto', Path(sys.argv[2]));"
         f"np.save(sys.argv[3], lib.matchers[{CASE!r}]._doc_vecs);"
         "print(load_embed().model_texts)"
@@ -131,7 +132,7 @@ def test_a_damaged_file_is_ignored_and_rewritten(
     cold, _ = _load(cases, model, cache)
     path = _file(cache)
     damage(path)  # type: ignore[operator]
-    with caplog.at_level(logging.WARNING, logger="server.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="server.services.embeddings"):
         rebuilt, embed = _load(cases, model, cache)
     assert embed.model_texts > 100  # embedded again, not read from the damaged file
     assert any("embedding cache" in r.getMessage() for r in caplog.records)
@@ -166,7 +167,7 @@ def test_concurrent_writers_leave_a_readable_file(
             if path.exists():
                 seen.append(len(docs.read(path)))
 
-    with caplog.at_level(logging.WARNING, logger="server.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="server.services.embeddings"):
         threads = [threading.Thread(target=writer, args=(rows,)) for rows in sets]
         watcher = threading.Thread(target=reader)
         watcher.start()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from server.live import LiveState, Progress
 from server.settings import Settings
+from server.store.live import LiveState, Progress
 
 
 def test_progress_rows_written_at_once_share_a_few_round_trips(settings: Settings) -> None:

@@ -17,15 +17,15 @@ from arena.matching import QuestionMatcher
 from arena.patient import PatientView, ScriptedPatient, Turn
 from arena.prompt import approx_tokens, system_prompt
 from loadtest.llm_sim import DEFAULT_REPLY, tokenize
-from server.llm import (
+from server.metrics import REGISTRY
+from server.patient.llm import (
     Delta,
     Finished,
     LLMFailure,
     OpenAIEngine,
     ScriptedEngine,
 )
-from server.metrics import REGISTRY
-from server.relay import make_engine
+from server.patient.relay import make_engine
 from server.settings import Settings
 from tests.support import Sim
 

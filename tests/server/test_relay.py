@@ -14,10 +14,10 @@ import pytest
 from arena.errors import TurnInProgress
 from arena.guard import deflection
 from loadtest.llm_sim import tokenize
-from server.library import Library
-from server.llm import LLMFailure, OpenAIEngine, ScriptedEngine
 from server.metrics import REGISTRY
-from server.relay import Breaker, Frames, Gate, Generation, Relay
+from server.patient.llm import LLMFailure, OpenAIEngine, ScriptedEngine
+from server.patient.relay import Breaker, Frames, Gate, Generation, Relay
+from server.services.library import Library
 from server.settings import Settings
 from tests.support import FakeClock, Sim
 

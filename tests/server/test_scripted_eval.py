@@ -14,8 +14,8 @@ import pytest
 
 from arena.patient import ScriptedPatient
 from loadtest.scripted_eval import evaluate, load_followups, load_items
-from server.embeddings import load_embed
-from server.library import Library
+from server.services.embeddings import load_embed
+from server.services.library import Library
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
 

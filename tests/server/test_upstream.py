@@ -1,4 +1,4 @@
-"""server.upstream's connection pool against a hand-written HTTP/1.1 server on loopback,
+"""server.patient.upstream's connection pool against a hand-written HTTP/1.1 server on loopback,
 which does what real endpoints sometimes do: close kept-alive connections, stall
 mid-body, end a body by closing the connection."""
 
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import pytest
 
-from server.upstream import UpstreamPool
+from server.patient.upstream import UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 

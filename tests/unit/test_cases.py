@@ -11,7 +11,7 @@ import pytest
 from arena.cases import check_case, load_case
 from arena.errors import CaseInvalid
 from server.cli import main as arena_main
-from server.library import Library, check_folder
+from server.services.library import Library, check_folder
 from tests.unit.sample import sample_dict
 
 CASES = Path(__file__).resolve().parents[2] / "cases"

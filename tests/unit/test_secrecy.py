@@ -13,7 +13,7 @@ import pytest
 from arena.cases import load_case
 from arena.secrecy import answer_terms, find_terms, leaks, practice_open
 from server.cli import main
-from server.library import check_folder
+from server.services.library import check_folder
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
 SHIPPED = sorted(CASES.glob("*.json"))

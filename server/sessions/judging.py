@@ -17,8 +17,8 @@ import msgspec
 from arena.errors import BadRequest, DuplicateRequest, NotFound
 from arena.scoring import ScoreCard, adjudicate, override
 from server import protocol
-from server.player import entry, publish_entry
 from server.resources import Resources
+from server.sessions.contest import entry, publish_entry
 
 
 def round_of(attempt_id: str) -> str:

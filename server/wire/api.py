@@ -22,11 +22,14 @@ from arena.errors import ArenaError, BadRequest
 from arena.roster import csv_cell, make_join_code, parse_roster
 from arena.rounds import ROUND_EVENT_KINDS, RoundRules
 from arena.secrecy import Visibility
-from server import hub, judging, library, protocol
-from server.access import STAFF, optional, require
-from server.auth import Claims, ttl_for
+from server import protocol
 from server.resources import Resources
-from server.rounds import ACTIONS
+from server.services import library
+from server.services.accounts import Claims, ttl_for
+from server.services.control import ACTIONS
+from server.sessions import judging
+from server.wire import hub
+from server.wire.access import STAFF, optional, require
 
 MAX_BODY = 2 * 1024 * 1024  # a 5,000-line roster fits
 

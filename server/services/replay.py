@@ -21,10 +21,10 @@ from arena.matching import MATCHER_VERSION
 from arena.prompt import PROMPT_VERSION
 from arena.rounds import ROUND_EVENT_KINDS, Round, decode_round_event
 from arena.scoring import RULES_VERSION, score
-from server.audit import Event
-from server.boards import fold_progress
-from server.library import Library
+from server.services.boards import fold_progress
+from server.services.library import Library
 from server.settings import Settings
+from server.store.audit import Event
 
 # Board row fields a replay must reproduce; last_action is a clock reading (the
 # process's clock live, the database's in the log), not a result.

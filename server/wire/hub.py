@@ -29,16 +29,17 @@ import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from arena.errors import BadRequest
-from server import access, metrics, protocol
-from server.auth import Claims
-from server.bus import Bus
-from server.errors import ws_error
-from server.player import Player
-from server.practice import Practice
+from server import metrics, protocol
 from server.resources import Resources
-from server.rounds import round_channel
-from server.tokens import revoked_token, subject_of
-from server.watch import Watcher
+from server.services.accounts import Claims
+from server.services.control import round_channel
+from server.services.tokens import revoked_token, subject_of
+from server.sessions.contest import Player
+from server.sessions.practice import Practice
+from server.sessions.watch import Watcher
+from server.store.bus import Bus
+from server.wire import access
+from server.wire.errors import ws_error
 
 log = logging.getLogger("arena.hub")
 

@@ -28,7 +28,7 @@ import msgspec
 import redis.asyncio as redis
 
 from arena.errors import NotFound, TokenExpired, Unauthorized
-from server.auth import Claims
+from server.services.accounts import Claims
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 4096

@@ -24,9 +24,10 @@ from typing import Any
 from starlette.requests import Request
 
 from arena.errors import ArenaError, PayloadTooLarge
-from server import errors, metrics
-from server.access import AUTH_SCOPE_KEY, bearer_of
+from server import metrics
 from server.resources import Resources
+from server.wire import errors
+from server.wire.access import AUTH_SCOPE_KEY, bearer_of
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from arena import leaderboard
 from arena.rounds import Round
 from server import protocol
-from server.audit import AuditLog, Event
-from server.bus import Bus
-from server.library import Library
-from server.live import LiveState, Progress
-from server.rounds import RoundService
+from server.services.control import RoundService
+from server.services.library import Library
+from server.store.audit import AuditLog, Event
+from server.store.bus import Bus
+from server.store.live import LiveState, Progress
 
 log = logging.getLogger("arena.boards")
 

@@ -23,13 +23,13 @@ from arena.cases import Case, Orderable
 from arena.errors import DuplicateRequest, RoundNotRunning
 from arena.scoring import score
 from server import protocol
-from server.errors import ws_error
-from server.library import describe_patient, require_practice
-from server.live import Progress
-from server.llm import LLMFailure
-from server.relay import Frames
-from server.replay import score_versions, scored_payload
+from server.patient.llm import LLMFailure
+from server.patient.relay import Frames
 from server.resources import Resources
+from server.services.library import describe_patient, require_practice
+from server.services.replay import score_versions, scored_payload
+from server.store.live import Progress
+from server.wire.errors import ws_error
 
 log = logging.getLogger("arena.practice")
 

@@ -28,17 +28,17 @@ from arena.errors import DuplicateRequest, NotFound, RoundNotRunning
 from arena.rounds import Round
 from arena.scoring import score
 from server import protocol
-from server.auth import Claims
-from server.boards import board_channel
-from server.library import describe_patient
-from server.live import Progress
-from server.practice import Practice, menu
-from server.replay import score_versions, scored_payload
 from server.resources import Resources
-from server.rounds import round_channel
+from server.services.accounts import Claims
+from server.services.boards import board_channel
+from server.services.control import round_channel
+from server.services.library import describe_patient
+from server.services.replay import score_versions, scored_payload
+from server.sessions.practice import Practice, menu
+from server.store.live import Progress
 
 if TYPE_CHECKING:
-    from server.hub import Connection
+    from server.wire.hub import Connection
 
 log = logging.getLogger("arena.player")
 

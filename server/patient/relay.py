@@ -36,14 +36,6 @@ from arena.errors import TurnInProgress
 from arena.guard import GuardTerm, Leak, OutputGuard, deflection, guard_terms
 from arena.matching import QuestionMatcher
 from arena.patient import PatientView, Turn
-from server.llm import (
-    Delta,
-    Finished,
-    LLMFailure,
-    OpenAIEngine,
-    PatientEngine,
-    ScriptedEngine,
-)
 from server.metrics import (
     ANSWER_GAP,
     ANSWER_TTFT,
@@ -54,6 +46,14 @@ from server.metrics import (
     LLM_GUARD_HITS,
     LLM_QUEUE_WAIT,
     LLM_QUEUED,
+)
+from server.patient.llm import (
+    Delta,
+    Finished,
+    LLMFailure,
+    OpenAIEngine,
+    PatientEngine,
+    ScriptedEngine,
 )
 from server.settings import Settings
 

@@ -2,7 +2,7 @@
 
 Matching a question embeds it and segments it with jieba: 3-5 ms of CPU, most of it
 pure Python. The patient's answer does not need it and the score is only computed at
-submission, so it runs here, in one child process (`python -m server.background`)
+submission, so it runs here, in one child process (`python -m server.patient.pool`)
 that loads the same case library and then runs at nice 19 (it loads at the server's
 priority: until it has loaded the server is not ready, and a busy machine starved a
 load at nice 19 for tens of seconds). A thread was tried first: it held the GIL for up
@@ -85,7 +85,7 @@ class Background:
                 raise MatcherGone("the server is stopping")
             self._loaded = False
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server.background", *self._args,
+                sys.executable, "-m", "server.patient.pool", *self._args,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 limit=1 << 20,
             )
@@ -168,7 +168,7 @@ class Background:
 
 def _serve(cases_dir: str, embeddings: bool, cache_dir: str = "") -> None:
     """The child: load the library as the server does, then match a line at a time."""
-    from server.library import Library  # only the child loads it a second time
+    from server.services.library import Library  # only the child loads it a second time
 
     library = Library.load(
         Path(cases_dir), "auto" if embeddings else None, Path(cache_dir) if cache_dir else None,

@@ -17,15 +17,16 @@ import msgspec
 from arena import leaderboard
 from arena.errors import NotFound
 from arena.scoring import ScoreCard
-from server import judging, protocol
-from server.auth import Claims
-from server.boards import board_channel
-from server.player import attempt_channel
+from server import protocol
 from server.resources import Resources
-from server.rounds import round_channel
+from server.services.accounts import Claims
+from server.services.boards import board_channel
+from server.services.control import round_channel
+from server.sessions import judging
+from server.sessions.contest import attempt_channel
 
 if TYPE_CHECKING:
-    from server.hub import Connection
+    from server.wire.hub import Connection
 
 # The reveal animates this many places one by one; the rest of the board (every hidden
 # result outside them) is revealed in one step, so `reveal` stays small in a large round.

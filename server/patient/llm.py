@@ -37,8 +37,8 @@ from arena.matching import QuestionMatcher
 from arena.patient import PatientView, ScriptedPatient, Turn
 from arena.prompt import build_messages
 from server.metrics import LLM_ERRORS, LLM_TOKENS, LLM_TTFT
+from server.patient.upstream import Body, UpstreamPool
 from server.settings import Settings
-from server.upstream import Body, UpstreamPool
 
 
 class Delta(msgspec.Struct, frozen=True):
@@ -283,7 +283,7 @@ class SseStream(openai.AsyncStream[object]):
     async def chunks(self) -> AsyncGenerator[_Chunk, None]:
         buf = b""
         done = False
-        # OpenAIEngine's transport (server.upstream) puts the body in the extensions: each
+        # OpenAIEngine's transport (server.patient.upstream) puts the body in the extensions: each
         # read hands over every byte that has arrived, with no iterator layers between.
         source = self.response.extensions["arena_body"]
         assert isinstance(source, Body)

