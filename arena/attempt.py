@@ -3,12 +3,19 @@
 The attempt records what happened (questions with the facts they matched,
 orders, the submission) and refuses what the rules do not allow. It never
 reads a clock: every method takes `now` (seconds, server time) from the caller.
-Methods return domain events, which the server persists before acknowledging.
+
+Decide, then persist, then apply (principle 10): `ask`, `order`, `submit`,
+`matched` and `answered` only decide: they check the request against the state
+and return the domain event without changing anything. The server makes the
+event durable and only then calls `apply`, the one fold of the attempt's log,
+which is also what rebuilds an attempt from PostgreSQL (`replay`, `rebuild`).
+So memory never runs ahead of the log and nothing is ever taken back.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import msgspec
 
@@ -56,6 +63,7 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
 class Asked(msgspec.Struct, frozen=True, tag="asked", kw_only=True):
     turn: int
     text: str
+    at: float = 0.0  # server time of the question (older logs: the event's own time)
     # Logs written before matching moved out of `ask` carry the facts here.
     fact_ids: tuple[str, ...] | None = None
 
@@ -86,6 +94,7 @@ class OrderPlaced(msgspec.Struct, frozen=True, tag="ordered", kw_only=True):
     item_id: str
     kind: Literal["exam", "test"]
     result: str
+    at: float = 0.0  # server time of the order (older logs: the event's own time)
     # Name and flag as the contestant saw them, so a judge reads the log without the case.
     name: str = ""
     abnormal: bool = False
@@ -96,6 +105,35 @@ class Submitted(msgspec.Struct, frozen=True, tag="submitted", kw_only=True):
     differentials: tuple[str, ...]
     reasoning: str
     at: float = 0.0  # server time of the submission
+
+    def submission(self, at: float = 0.0) -> Submission:
+        """What scoring reads: the submission this event makes the current one."""
+        return Submission(diagnosis=self.diagnosis, differentials=self.differentials,
+                          reasoning=self.reasoning, at=self.at or at)
+
+
+# The events of an attempt's log that change the attempt; `apply` folds them.
+AttemptEvent = Asked | Matched | Answered | OrderPlaced | Submitted
+_EVENT_TYPES: dict[str, Any] = {
+    "asked": Asked, "matched": Matched, "answered": Answered, "ordered": OrderPlaced,
+    "submitted": Submitted,
+}
+
+
+def decode_attempt_event(kind: str, payload: dict[str, Any]) -> AttemptEvent | None:
+    """The attempt event stored as (`kind`, `payload`); None for a kind that does not change
+    an attempt (started, scored, a ruling). msgspec.ValidationError for a payload that does
+    not fit its kind."""
+    typ = _EVENT_TYPES.get(kind)
+    if typ is None:
+        return None
+    event: AttemptEvent = msgspec.convert(payload, typ)
+    return event
+
+
+def event_kind(event: AttemptEvent) -> str:
+    """The kind an event is stored under in the log (its tag)."""
+    return str(type(event).__struct_config__.tag)
 
 
 class Attempt:
@@ -134,7 +172,7 @@ class Attempt:
             raise DeadlinePassed("时间已到，不能再进行操作。", "Time is up.")
 
     def ask(self, text: str, now: float) -> Asked:
-        """Record a question; the answer must follow with `answered` before the next one."""
+        """Decide a question; once applied, its answer must be applied before the next one."""
         self._check_open(now)
         text = text.strip()
         if not text:
@@ -148,10 +186,7 @@ class Attempt:
             raise TurnInProgress(
                 "病人还在回答上一个问题，请稍候。", "The patient is still answering."
             )
-        turn = len(self.questions) + 1
-        self.questions.append(Question(turn=turn, text=text, fact_ids=None, at=now))
-        self._pending_turn = turn
-        return Asked(turn=turn, text=text)
+        return Asked(turn=len(self.questions) + 1, text=text, at=now)
 
     def topic(self, turn: int) -> tuple[str, ...]:
         """The facts the question before `turn` covered: what a follow-up ("多久了？") is
@@ -166,8 +201,9 @@ class Attempt:
         return tuple(m.fact_id for m in self.matcher.match(q.text, topic=self.topic(turn)))
 
     def matched(self, turn: int, fact_ids: tuple[str, ...]) -> Matched:
-        q = self.questions[turn - 1]
-        self.questions[turn - 1] = msgspec.structs.replace(q, fact_ids=fact_ids)
+        """Decide the match of question `turn` (from `match`, run wherever is convenient)."""
+        if not 0 < turn <= len(self.questions):
+            raise BadRequest("没有这个问题。", f"No question {turn}.")
         return Matched(turn=turn, fact_ids=fact_ids)
 
     @property
@@ -176,13 +212,9 @@ class Attempt:
         return [q.turn for q in self.questions if q.fact_ids is None]
 
     def answered(self, turn: int, answer: Answered) -> Answered:
-        """Close the pending turn. A failed answer is kept out of the LLM's history."""
-        if self._pending_turn != turn:
+        """Decide the answer that closes the pending turn."""
+        if self._pending_turn != turn or answer.turn != turn:
             raise BadRequest("没有等待回答的问题。", f"Turn {turn} is not pending.")
-        self._pending_turn = None
-        self.answers[turn] = answer
-        if answer.status == "ok":
-            self.transcript.append(Turn(self.questions[turn - 1].text, answer.text))
         return answer
 
     def order(self, item_id: str, now: float) -> tuple[OrderPlaced, Orderable]:
@@ -194,17 +226,16 @@ class Attempt:
                 "本病例没有这项检查。", f"This case offers no item {item_id!r}.", item_id=item_id
             )
         kind: Literal["exam", "test"] = "exam" if item in self.case.exams else "test"
-        if not any(o.item_id == item_id for o in self.orders):
-            self.orders.append(Ordered(item_id=item_id, kind=kind, at=now))
         placed = OrderPlaced(
-            item_id=item_id, kind=kind, result=item.result, name=item.name, abnormal=item.abnormal
+            item_id=item_id, kind=kind, result=item.result, name=item.name,
+            abnormal=item.abnormal, at=now,
         )
         return placed, item
 
     def submit(
         self, diagnosis: str, differentials: list[str], reasoning: str, now: float
     ) -> Submitted:
-        """Submit; once the round's allowance is used up, another submission is refused.
+        """Decide a submission; once the round's allowance is used up, another is refused.
 
         A later submission (where the rules allow several) replaces the earlier one.
         """
@@ -222,56 +253,54 @@ class Attempt:
                 f"鉴别诊断最多 {MAX_DIFFERENTIALS} 项。",
                 f"At most {MAX_DIFFERENTIALS} differentials.",
             )
-        self.submission = Submission(
-            diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip(), at=now
-        )
-        self.submissions += 1
         return Submitted(
             diagnosis=diagnosis, differentials=diffs, reasoning=reasoning.strip(), at=now
         )
 
-    def retract(self, event: Asked | OrderPlaced | Submitted) -> None:
-        """Undo an event the server could not make durable, as if it never happened."""
-        if isinstance(event, Asked) and self.questions and self.questions[-1].turn == event.turn:
-            self.questions.pop()
-            self._pending_turn = None
-        elif isinstance(event, OrderPlaced):
-            self.orders = [o for o in self.orders if o.item_id != event.item_id]
-        elif isinstance(event, Submitted):
-            self.submission = None
-            self.submissions -= 1
+    def apply(self, event: AttemptEvent, at: float = 0.0) -> None:
+        """Fold one durable event into the attempt: the only method that changes it.
 
-    def replay(self, kind: str, payload: dict[str, object], at: float) -> None:
-        """Fold one recorded event back in (rebuilding an attempt from the audit log).
-
-        Events were checked when they happened, so replay applies them without the
-        clock or deadline checks; unknown kinds are ignored.
+        Used live (after the event is in the log) and to rebuild from the log alike, so it
+        applies without the clock or deadline checks, which ran when the event was decided.
+        `at` is the log's time of the event, for events stored before they carried their own.
         """
-        if kind == "asked":
-            asked = msgspec.convert(payload, Asked)
-            self.questions.append(
-                Question(turn=asked.turn, text=asked.text, fact_ids=asked.fact_ids, at=at)
-            )
-            self._pending_turn = asked.turn
-        elif kind == "matched":
-            m = msgspec.convert(payload, Matched)
-            if 0 < m.turn <= len(self.questions):
-                self.matched(m.turn, m.fact_ids)
-        elif kind == "answered":
-            answer = msgspec.convert(payload, Answered)
-            if self._pending_turn == answer.turn:
-                self.answered(answer.turn, answer)
-        elif kind == "ordered":
-            placed = msgspec.convert(payload, OrderPlaced)
-            if placed.item_id not in self.ordered_ids:
-                self.orders.append(Ordered(item_id=placed.item_id, kind=placed.kind, at=at))
-        elif kind == "submitted":
-            sub = msgspec.convert(payload, Submitted)
-            self.submission = Submission(
-                diagnosis=sub.diagnosis, differentials=sub.differentials,
-                reasoning=sub.reasoning, at=sub.at or at,
-            )
+        if isinstance(event, Asked):
+            if event.turn != len(self.questions) + 1:
+                return  # already folded (a duplicate delivery of the same event)
+            self.questions.append(Question(
+                turn=event.turn, text=event.text, fact_ids=event.fact_ids, at=event.at or at))
+            self._pending_turn = event.turn
+        elif isinstance(event, Matched):
+            if 0 < event.turn <= len(self.questions):
+                q = self.questions[event.turn - 1]
+                self.questions[event.turn - 1] = msgspec.structs.replace(
+                    q, fact_ids=event.fact_ids)
+        elif isinstance(event, Answered):
+            if self._pending_turn != event.turn:
+                return  # a turn already closed (by this process or the one it replaced)
+            self._pending_turn = None
+            self.answers[event.turn] = event
+            if event.status == "ok":
+                self.transcript.append(Turn(self.questions[event.turn - 1].text, event.text))
+        elif isinstance(event, OrderPlaced):
+            if event.item_id not in self.ordered_ids:
+                self.orders.append(Ordered(item_id=event.item_id, kind=event.kind,
+                                           at=event.at or at))
+        else:
+            self.submission = event.submission(at)
             self.submissions += 1
+
+    def replay(self, kind: str, payload: dict[str, Any], at: float) -> None:
+        """Fold one stored event (`kind`, `payload`) back in; other kinds are ignored."""
+        event = decode_attempt_event(kind, payload)
+        if event is not None:
+            self.apply(event, at)
+
+    def rebuild(self, log: Iterable[tuple[str, dict[str, Any], float]]) -> Attempt:
+        """Fold a whole log of (kind, payload, at) into this fresh attempt; returns it."""
+        for kind, payload, at in log:
+            self.replay(kind, payload, at)
+        return self
 
     @property
     def pending_turn(self) -> int | None:

@@ -25,7 +25,6 @@ from arena.terminology import terminology
 from server.metrics import REGISTRY
 from server.patient.pool import Background
 from server.patient.relay import make_engine
-from server.resources import Resources
 from server.services.accounts import Accounts, Roster
 from server.services.boards import Boards
 from server.services.control import RoundService
@@ -33,6 +32,7 @@ from server.services.library import Library
 from server.services.ratelimit import RateLimiter
 from server.services.tokens import Tokens
 from server.sessions.contest import Players
+from server.sessions.context import Context
 from server.settings import Settings
 from server.store.audit import AuditLog
 from server.store.audit import prepare as prepare_database
@@ -55,7 +55,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    res: Resources = request.app.state.resources
+    res: Context = request.app.state.context
     checks = {
         "postgres": await res.audit.check(),
         "redis": await res.live.check(),
@@ -73,7 +73,7 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _first_organizer(res: Resources) -> None:
+async def _first_organizer(res: Context) -> None:
     """A fresh install needs one organizer to log in with; make `admin` if there is none."""
     if await res.accounts.count("organizer"):
         return
@@ -132,25 +132,28 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         rounds: RoundService | None = None
         try:
             await bus.start()
-            res = Resources(
+            # Built in dependency order, each from what was built before it.
+            tokens = await Tokens.open(audit.pool, live.r, settings.redis_prefix, clock)
+            accounts = Accounts(audit.pool)
+            rounds = RoundService(audit, bus, library, clock)
+            boards = Boards(audit, live, bus, rounds, library, clock)
+            res = Context(
                 settings=settings, audit=audit, live=live, engine=engine, library=library,
                 objects=open_store(
                     endpoint=settings.s3_endpoint, access_key=settings.s3_access_key,
                     secret_key=settings.s3_secret_key, bucket=settings.s3_bucket,
                     secure=settings.s3_secure, folder=settings.data_dir / "objects",
                 ),
-                clock=clock, bus=bus,
-                tokens=await Tokens.open(audit.pool, live.r, settings.redis_prefix, clock),
+                clock=clock, bus=bus, tokens=tokens,
                 limiter=RateLimiter(live.r, settings.redis_prefix, settings),
-                accounts=Accounts(audit.pool), roster=Roster(audit.pool),
-                background=background,
+                accounts=accounts, roster=Roster(audit.pool),
+                background=background, rounds=rounds, boards=boards,
             )
             await _first_organizer(res)
-            res.rounds = rounds = RoundService(audit, bus, library, clock)
-            res.boards = Boards(audit, live, bus, rounds, library, clock)
-            res.players = Players(res)
+            app.state.context = res
+            app.state.players = Players(res)
+            app.state.signed_in = hub.SignedIn(bus)
             rounds.start()
-            app.state.resources = res
             # Start-up leaves many long-lived objects (jieba's dictionary, the case
             # matchers, the SDKs); every full collection would walk them again, pausing
             # the loop for a tenth of a second or more at a time under load (a probe

@@ -15,68 +15,52 @@ see transcripts live and another process holding the same attempt stays in step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from arena import leaderboard
 from arena.attempt import Answered, Attempt
-from arena.errors import DuplicateRequest, NotFound, RoundNotRunning
+from arena.errors import NotFound, RoundNotRunning
 from arena.rounds import Round
 from arena.scoring import score
 from server import protocol
-from server.resources import Resources
 from server.services.accounts import Claims
 from server.services.boards import board_channel
 from server.services.control import round_channel
 from server.services.library import describe_patient
 from server.services.replay import score_versions, scored_payload
-from server.sessions.practice import Practice, menu
+from server.sessions.client import Client
+from server.sessions.context import Context
+from server.sessions.journal import Journal, attempt_channel
+from server.sessions.practice import menu, place_order
+from server.sessions.turn import Turn
 from server.store.live import Progress
-
-if TYPE_CHECKING:
-    from server.wire.hub import Connection
 
 log = logging.getLogger("arena.player")
 
 REJOIN_GRACE_S = 15.0  # an answer keeps streaming this long after the contestant drops
-ANSWERING_TTL_S = 30  # how long "this attempt is being answered" outlives a silent process
-
-
-def attempt_channel(attempt_id: str) -> str:
-    return f"attempt:{attempt_id}"
 
 
 def attempt_id_for(round_id: str, contestant_id: str) -> str:
     return f"{round_id}.{contestant_id}"
 
 
-def entry(kind: str, actor: str, payload: Any, at: float) -> protocol.TranscriptEntry:
-    return protocol.TranscriptEntry(
-        at=round(at * 1000, 1), kind=kind, actor=actor, payload=msgspec.to_builtins(payload),
-    )
+class Player:
+    """One contestant's play of a round, on whichever connection they are on now."""
 
-
-async def publish_entry(
-    res: Resources, attempt_id: str, e: protocol.TranscriptEntry, card: Any = None
-) -> None:
-    msg = protocol.TranscriptLive(
-        ch=attempt_channel(attempt_id), attempt_id=attempt_id, entry=e, card=card
-    )
-    await res.bus.publish(attempt_channel(attempt_id), protocol.encode(msg))
-
-
-class Player(Practice):
-    def __init__(self, res: Resources, claims: Claims, rnd: Round) -> None:
-        super().__init__(res, self._forward, name=claims.name)
+    def __init__(self, res: Context, claims: Claims, rnd: Round) -> None:
+        self.res = res
+        self.name = claims.name
+        self.journal: Journal | None = None
+        self.turn: Turn | None = None
         self.claims = claims
         self.contestant_id = claims.sub
         self.round_id = rnd.round_id
         self.attempt_id = attempt_id_for(rnd.round_id, claims.sub)
-        self.conn: Connection | None = None
+        self.conn: Client | None = None
         self.team = ""
         self.school = ""
         self._play_sent = False
@@ -90,9 +74,40 @@ class Player(Practice):
     def actor(self) -> str:
         return f"contestant:{self.contestant_id}"
 
-    def _forward(self, msg: protocol.ServerMsg) -> None:
+    def rate_keys(self, conn_id: str, address: str) -> list[tuple[str, str]]:
+        """The limits a question counts against: this contestant, across reconnects and
+        processes."""
+        return [("ask", f"contestant:{self.contestant_id}")]
+
+    async def handle(self, msg: protocol.ClientMsg) -> None:
+        if isinstance(msg, protocol.Ask):
+            await self._require_turn().ask(msg, self._now())
+        elif isinstance(msg, protocol.Order):
+            await place_order(self._require_journal(), msg, self._now(), self.send)
+            await self._progress()
+        elif isinstance(msg, protocol.Submit):
+            await self.submit(msg)
+
+    def _require_journal(self) -> Journal:
+        if self.journal is None:
+            raise RoundNotRunning("比赛尚未开始。", "The attempt is not loaded.")
+        return self.journal
+
+    def _require_turn(self) -> Turn:
+        if self.turn is None:
+            raise RoundNotRunning("比赛尚未开始。", "The attempt is not loaded.")
+        return self.turn
+
+    def _require(self) -> Attempt:
+        return self._require_journal().attempt
+
+    def send(self, msg: protocol.ServerMsg) -> None:
         if self.conn is not None:
             self.conn.send(msg)
+
+    def _report(self, exc: BaseException, re: str | None) -> None:
+        if self.conn is not None:
+            self.conn.report(exc, re)
 
     def _round(self) -> Round:
         rnd = self.res.rounds.cached(self.round_id)
@@ -123,27 +138,29 @@ class Player(Practice):
             case, self.res.library.matchers[case.id], started_at=rnd.starts_at or 0.0,
             max_submissions=rnd.rules.max_submissions,
         )
-        cards: list[dict[str, Any]] = []
-        for e in await self.res.audit.events(attempt_id=self.attempt_id):
-            if e.kind == "scored":
-                cards.append(e.payload)
-            else:
-                if e.kind == "submitted" and e.request_id:
-                    self._submit_ids.add(e.request_id)
-                attempt.replay(e.kind, e.payload, e.at)
-        self.attempt = attempt
+        events = await self.res.audit.events(attempt_id=self.attempt_id)
+        attempt.rebuild((e.kind, e.payload, e.at) for e in events)
+        cards = [e.payload for e in events if e.kind == "scored"]
+        self._submit_ids = {e.request_id for e in events
+                            if e.kind == "submitted" and e.request_id}
+        self.journal = journal = Journal(
+            self.res, attempt, round_id=self.round_id, attempt_id=self.attempt_id,
+            actor=self.actor, publish=True,
+        )
+        self.turn = turn = Turn(
+            self.res, journal, self.send, self._report,
+            fallback_ok=lambda: self._round().rules.fallback_scripted,
+            on_change=self._progress, mark_answering=True,
+        )
         # Questions whose match was never recorded (a process stopped in between); a
         # duplicate "matched" from a process still at it is harmless: matching is pure.
-        self._match_later(attempt, attempt.unmatched)
+        journal.match_later(attempt.unmatched)
         self._card = cards[-1] if cards else None
         self._stop.append(self.res.bus.subscribe(attempt_channel(self.attempt_id), self._heard))
         self._stop.append(self.res.rounds.listen(self.round_id, self._round_changed))
         if attempt.pending_turn is not None and not await self._answered_elsewhere():
             # The process that was answering is gone: close the turn so it can be asked again.
-            await self._finish_turn(attempt.pending_turn, Answered(
-                turn=attempt.pending_turn, text="", status="failed", engine=self.res.engine.name,
-                error="interrupted",
-            ))
+            await turn.interrupted("interrupted")
         if first is not None or not await self.res.live.is_built(self.round_id):
             await self._progress()
 
@@ -153,7 +170,7 @@ class Player(Practice):
         owner = await self.res.live.answering(self.attempt_id)
         return owner is not None and await self.res.bus.alive(owner)
 
-    async def attach(self, conn: Connection, since: dict[str, int]) -> None:
+    async def attach(self, conn: Client, since: dict[str, int]) -> None:
         """Show this contestant everything, on a new connection."""
         if self._grace is not None:
             self._grace.cancel()
@@ -179,13 +196,15 @@ class Player(Practice):
         if rnd.status == "published":
             await self._send_results()
 
-    def detach(self, conn: Connection) -> None:
+    async def leave(self, conn: Client) -> None:
+        self.detach(conn)
+
+    def detach(self, conn: Client) -> None:
         """The connection closed; an answer in flight gets a grace period to be picked up."""
         if self.conn is not conn:
             return
         self.conn = None
-        task = self._answer_task
-        if task is not None and not task.done():
+        if self.turn is not None and self.turn.streaming:
             self._grace = asyncio.get_running_loop().call_later(
                 REJOIN_GRACE_S, lambda: self._spawn(self.close())
             )
@@ -197,12 +216,19 @@ class Player(Practice):
 
     @property
     def idle(self) -> bool:
-        return self.conn is None and (self._answer_task is None or self._answer_task.done())
+        return self.conn is None and (self.turn is None or not self.turn.streaming)
 
     def stop(self) -> None:
         for stop in self._stop:
             stop()
         self._stop.clear()
+        if self.journal is not None:
+            self.journal.stop()
+
+    async def close(self) -> None:
+        """Stop an answer in flight (closing the upstream stream) and record it as failed."""
+        if self.turn is not None:
+            await self.turn.close()
 
     # ---- messages to the contestant ------------------------------------------------------
 
@@ -230,8 +256,8 @@ class Player(Practice):
             answer = a.answers.get(q.turn)
             if answer is None:
                 transcript.append(protocol.TranscriptTurn(
-                    turn=q.turn, question=q.text, answer="".join(self._partial),
-                    status="pending"))
+                    turn=q.turn, question=q.text,
+                    answer=self.turn.partial if self.turn else "", status="pending"))
             else:
                 transcript.append(protocol.TranscriptTurn(
                     turn=q.turn, question=q.text, answer=answer.text, status=answer.status))
@@ -310,38 +336,15 @@ class Player(Practice):
         if not isinstance(msg, protocol.TranscriptLive):
             return
         kind, payload = msg.entry.kind, msg.entry.payload
-        a = self.attempt
-        if kind == "answered" and a is not None and self._answer_task is None:
-            answer = msgspec.convert(payload, Answered)
-            if a.pending_turn == answer.turn:  # answered by the process we replaced
-                a.answered(answer.turn, answer)
-                self.send(protocol.AnswerDelta(turn=answer.turn, text=answer.text))
-                self.send(protocol.AnswerEnd(turn=answer.turn, status=answer.status))
+        if kind == "answered" and self.turn is not None:
+            # Answered by the process we replaced (our own answers are folded already).
+            self.turn.adopt(msgspec.convert(payload, Answered))
         elif kind == "scored" and msg.card is not None:
             self._card = msgspec.to_builtins(msg.card)
             if self._round().status == "published":
                 self._spawn(self._send_results())
 
     # ---- actions -------------------------------------------------------------------------
-
-    async def _append(self, kind: str, payload: object, request_id: str | None) -> int | None:
-        event_id = await super()._append(kind, payload, request_id)
-        if event_id is not None:
-            await publish_entry(
-                self.res, self.attempt_id, entry(kind, self.actor, payload, self.res.clock())
-            )
-        return event_id
-
-    def _fallback_allowed(self) -> bool:
-        return self._round().rules.fallback_scripted
-
-    async def _answer(self, turn: int, question: str, durable: asyncio.Future[None]) -> None:
-        await self.res.live.mark_answering(self.attempt_id, ANSWERING_TTL_S, self.res.bus.instance)
-        try:
-            await super()._answer(turn, question, durable)
-        finally:
-            with contextlib.suppress(Exception):
-                await self.res.live.clear_answering(self.attempt_id)
 
     async def _progress(self) -> None:
         a = self._require()
@@ -362,56 +365,39 @@ class Player(Practice):
         self.res.boards.touch(self.round_id)
 
     async def submit(self, msg: protocol.Submit) -> None:
-        attempt = self._require()
+        journal = self._require_journal()
+        attempt = journal.attempt
         if msg.id in self._submit_ids:  # a retry of a submission already applied
             self.send(self._ack(msg.id))
             return
         rnd = self._round()
-        await self._matched()
+        await journal.matched()
         now = self._now()
         submitted = attempt.submit(msg.diagnosis, msg.differentials, msg.reasoning, now)
-        assert attempt.submission is not None
         rules = rnd.rules
         card = score(
-            attempt.case, attempt.questions, attempt.ordered_ids, attempt.submission,
+            attempt.case, attempt.questions, attempt.ordered_ids, submitted.submission(),
             rules.weights, time_points=rules.time_points if rules.time_counts else 0.0,
             time_fraction_left=rnd.time_fraction_left(self.contestant_id, now),
         )
         payload = dict(msgspec.to_builtins(submitted), elapsed_s=rnd.elapsed(now))
-        base = {"round_id": self.round_id, "attempt_id": self.attempt_id, "actor": self.actor}
-        try:
-            async with self.res.audit.locked(self.attempt_id) as conn:
-                first = await self.res.audit.append(
-                    **base, kind="submitted", payload=payload, request_id=msg.id, conn=conn)
-                if first is None:
-                    raise DuplicateRequest("这次提交已经收到。", "Submission already received.")
-                await self.res.audit.append(
-                    **base, kind="scored", conn=conn, payload=scored_payload(card, score_versions(
-                        self.res.settings, self.res.library, attempt.case.id,
-                        self.res.engine.name)))
-        except DuplicateRequest:
-            attempt.retract(submitted)
-            self.send(self._ack(msg.id))
-            return
-        except BaseException:
-            attempt.retract(submitted)
-            raise
-        # The latest submission's card replaces the earlier one's; the ack carries no
-        # score unless the round has open scoring.
-        self._card = msgspec.to_builtins(card)
+        versions = score_versions(
+            self.res.settings, self.res.library, attempt.case.id, self.res.engine.name)
+        if await journal.record_submission(
+            submitted, payload, scored_payload(card, versions), card, msg.id
+        ):
+            # The latest submission's card replaces the earlier one's; the ack carries no
+            # score unless the round has open scoring.
+            self._card = msgspec.to_builtins(card)
+            await self._progress()
         self._submit_ids.add(msg.id)
         self.send(self._ack(msg.id))
-        await publish_entry(self.res, self.attempt_id, entry("submitted", self.actor, payload, now))
-        await publish_entry(
-            self.res, self.attempt_id, entry("scored", "system", card, now), card=card
-        )
-        await self._progress()
 
 
 class Players:
     """The contestants this process serves, by attempt; a rejoin here reuses the live one."""
 
-    def __init__(self, res: Resources) -> None:
+    def __init__(self, res: Context) -> None:
         self.res = res
         self._by_attempt: dict[str, Player] = {}
         res.rounds.on_tick.append(self._tick)
@@ -437,10 +423,6 @@ class Players:
             await player.enter()
             self._by_attempt[aid] = player
         return player
-
-    def detach(self, player: Player, conn: Connection) -> None:
-        player.detach(conn)
-        self._forget_idle()
 
     def _forget_idle(self) -> None:
         # A detached player with nothing streaming is rebuilt from the log on its next

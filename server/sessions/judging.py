@@ -17,8 +17,8 @@ import msgspec
 from arena.errors import BadRequest, DuplicateRequest, NotFound
 from arena.scoring import ScoreCard, adjudicate, override
 from server import protocol
-from server.resources import Resources
-from server.sessions.contest import entry, publish_entry
+from server.sessions.context import Context
+from server.sessions.journal import entry, publish_entry
 
 
 def round_of(attempt_id: str) -> str:
@@ -29,7 +29,7 @@ def round_of(attempt_id: str) -> str:
 
 
 async def rule(
-    res: Resources, judge: str, msg: protocol.Adjudicate | protocol.Override, name: str = ""
+    res: Context, judge: str, msg: protocol.Adjudicate | protocol.Override, name: str = ""
 ) -> None:
     """Apply a judge's ruling durably, then update the board and the transcript.
 
@@ -98,7 +98,7 @@ async def rule(
     await publish_entry(res, msg.attempt_id, entry("scored", actor, new, now), card=new)
 
 
-async def review_queue(res: Resources, round_id: str) -> list[dict[str, Any]]:
+async def review_queue(res: Context, round_id: str) -> list[dict[str, Any]]:
     """The judges' queue: attempts whose current card awaits a judge, oldest first.
 
     An attempt is in it while its last `scored` event has the verdict "needs_judge"

@@ -10,7 +10,6 @@ Judges' rulings come in here and go to `judging`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -18,15 +17,13 @@ from arena import leaderboard
 from arena.errors import NotFound
 from arena.scoring import ScoreCard
 from server import protocol
-from server.resources import Resources
 from server.services.accounts import Claims
 from server.services.boards import board_channel
 from server.services.control import round_channel
 from server.sessions import judging
-from server.sessions.contest import attempt_channel
-
-if TYPE_CHECKING:
-    from server.wire.hub import Connection
+from server.sessions.client import Client
+from server.sessions.context import Context
+from server.sessions.journal import attempt_channel
 
 # The reveal animates this many places one by one; the rest of the board (every hidden
 # result outside them) is revealed in one step, so `reveal` stays small in a large round.
@@ -34,7 +31,7 @@ REVEAL_ONE_BY_ONE = 10
 
 
 class Watcher:
-    def __init__(self, res: Resources, conn: Connection, claims: Claims) -> None:
+    def __init__(self, res: Context, conn: Client, claims: Claims) -> None:
         self.res = res
         self.conn = conn
         self.claims = claims
@@ -127,6 +124,12 @@ class Watcher:
         for stop in self._round:
             stop()
         self._round.clear()
+
+    def rate_keys(self, conn_id: str, address: str) -> list[tuple[str, str]]:
+        return []  # watchers only read: they never ask the patient
+
+    async def leave(self, conn: Client) -> None:
+        self.close_all()
 
     def close_all(self) -> None:
         self.close()

@@ -23,11 +23,11 @@ from arena.roster import csv_cell, make_join_code, parse_roster
 from arena.rounds import ROUND_EVENT_KINDS, RoundRules
 from arena.secrecy import Visibility
 from server import protocol
-from server.resources import Resources
 from server.services import library
 from server.services.accounts import Claims, ttl_for
 from server.services.control import ACTIONS
 from server.sessions import judging
+from server.sessions.context import Context
 from server.wire import hub
 from server.wire.access import STAFF, optional, require
 
@@ -97,12 +97,12 @@ async def _body(request: Request, typ: type[Any]) -> Any:
     return body
 
 
-def _res(request: Request) -> Resources:
-    res: Resources = request.app.state.resources
+def _res(request: Request) -> Context:
+    res: Context = request.app.state.context
     return res
 
 
-async def _issue(res: Resources, claims: Claims) -> dict[str, Any]:
+async def _issue(res: Context, claims: Claims) -> dict[str, Any]:
     token, claims = await res.tokens.issue(claims)
     return {"token": token, "role": claims.role, "name": claims.name,
             "competition_id": claims.competition_id, "round_id": claims.round_id,
@@ -165,7 +165,7 @@ async def join(request: Request) -> Response:
         await res.limiter.hit("join", address)
         raise
     try:
-        rnd = await res.players.current_round(person.competition_id)
+        rnd = await request.app.state.players.current_round(person.competition_id)
         claims = Claims(role="contestant", sub=person.id, name=person.name,
                         competition_id=person.competition_id, round_id=rnd.round_id,
                         exp=res.clock() + ttl_for("contestant"))

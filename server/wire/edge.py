@@ -25,7 +25,7 @@ from starlette.requests import Request
 
 from arena.errors import ArenaError, PayloadTooLarge
 from server import metrics
-from server.resources import Resources
+from server.sessions.context import Context
 from server.wire import errors
 from server.wire.access import AUTH_SCOPE_KEY, bearer_of
 
@@ -70,7 +70,7 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        res: Resources = scope["app"].state.resources
+        res: Context = scope["app"].state.context
         csp = _csp(scope)
 
         async def send_with_headers(message: Message) -> None:

@@ -30,11 +30,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from arena.errors import BadRequest
 from server import metrics, protocol
-from server.resources import Resources
 from server.services.accounts import Claims
 from server.services.control import round_channel
 from server.services.tokens import revoked_token, subject_of
-from server.sessions.contest import Player
+from server.sessions.contest import Player, Players
+from server.sessions.context import Context
 from server.sessions.practice import Practice
 from server.sessions.watch import Watcher
 from server.store.bus import Bus
@@ -61,6 +61,10 @@ class Connection:
         self.task: asyncio.Task[None] | None = None
         self.overflowed = False
         self.signed_out = False  # its token was revoked: it is being closed
+
+    def report(self, exc: BaseException, re: str | None) -> None:
+        """Send the error reply for `exc` (worded by the one table in `errors`)."""
+        self.send(ws_error(exc, re))
 
     def send(self, msg: protocol.ServerMsg) -> None:
         """Queue a message for this client; never blocks."""
@@ -239,13 +243,7 @@ class _Signout(msgspec.Struct, kw_only=True):
     generation: int = 0  # every token of the subject older than this
 
 
-def signed_in(res: Resources) -> SignedIn:
-    if res.signed_in is None:
-        res.signed_in = SignedIn(res.bus)
-    return res.signed_in
-
-
-async def sign_out(res: Resources, claims: Claims | None = None, *, subject: str = "",
+async def sign_out(res: Context, claims: Claims | None = None, *, subject: str = "",
                    generation: int = 0) -> None:
     """End the open connections of one token (`claims`: logout) or of every token of
     `subject` older than `generation` (a reissued join code), in every process."""
@@ -266,7 +264,9 @@ def origin_allowed(ws: WebSocket, allowed: str) -> bool:
 
 
 async def endpoint(ws: WebSocket) -> None:
-    res: Resources = ws.app.state.resources
+    res: Context = ws.app.state.context
+    players: Players = ws.app.state.players
+    signed_in: SignedIn = ws.app.state.signed_in
     if not origin_allowed(ws, res.settings.allowed_origins):
         metrics.REQUESTS_REFUSED.labels("ws_origin").inc()
         await ws.close(1008)  # before accept: the server answers the handshake with 403
@@ -294,7 +294,7 @@ async def endpoint(ws: WebSocket) -> None:
             metrics.MESSAGES_IN.labels(type(msg).__name__).inc()
             try:
                 if session is None:
-                    session, role = await _handshake(conn, res, msg)
+                    session, role = await _handshake(conn, res, players, signed_in, msg)
                     continue
                 access.check_message(role, msg)
                 if isinstance(msg, protocol.Hello):
@@ -303,15 +303,11 @@ async def endpoint(ws: WebSocket) -> None:
                     conn.send(protocol.Pong(re=msg.id, client_time=msg.client_time))
                     continue
                 if isinstance(msg, protocol.Ask):
-                    # Each question may start a generation: limited per contestant (across
-                    # reconnects and processes) or per practice connection.
-                    who = (f"contestant:{session.contestant_id}"
-                           if isinstance(session, Player) else f"conn:{conn.id}")
-                    await res.limiter.hit("ask", who)
-                    if not isinstance(session, Player):
-                        client = conn.ws.client
-                        await res.limiter.hit(
-                            "practice_address", client.host if client else "unknown")
+                    # Each question may start a generation: limited per the session's keys.
+                    client = conn.ws.client
+                    address = client.host if client else "unknown"
+                    for name, key in session.rate_keys(conn.id, address):
+                        await res.limiter.hit(name, key)
                 await session.handle(msg)
             except Exception as exc:  # every failure of a request becomes an error reply
                 conn.send(ws_error(exc, msg.id))
@@ -319,20 +315,17 @@ async def endpoint(ws: WebSocket) -> None:
         pass
     finally:
         metrics.CONNECTIONS.dec()
-        if isinstance(session, Practice) and not isinstance(session, Player):
-            # The student left: stop any answer in flight, which closes the upstream stream.
-            await session.close()
-        elif isinstance(session, Player):
-            res.players.detach(session, conn)
-        elif isinstance(session, Watcher):
-            session.close_all()
-        if res.signed_in is not None:
-            res.signed_in.discard(conn)
+        if session is not None:
+            # Practice stops any answer in flight (closing the upstream stream); a contestant
+            # keeps theirs for a grace period, to rejoin; a watcher stops following.
+            await session.leave(conn)
+        signed_in.discard(conn)
         await conn.aclose()
 
 
 async def _handshake(
-    conn: Connection, res: Resources, msg: protocol.ClientMsg
+    conn: Connection, res: Context, players: Players, signed_in: SignedIn,
+    msg: protocol.ClientMsg,
 ) -> tuple[Session | None, protocol.Role]:
     if not isinstance(msg, protocol.Hello):
         conn.send(protocol.Error(
@@ -352,9 +345,9 @@ async def _handshake(
         conn.send(protocol.Welcome(
             re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
         ))
-        return Practice(res, conn.send, name=msg.name.strip() or "匿名学员"), "student"
+        return Practice(res, conn.send, conn.report, name=msg.name.strip() or "匿名学员"), "student"
     claims = await res.tokens.verify(msg.token)  # Unauthorized (revoked too), TokenExpired
-    signed_in(res).add(conn, claims)
+    signed_in.add(conn, claims)
     welcome = protocol.Welcome(
         re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,
         role=claims.role, name=claims.name, round_id=claims.round_id,
@@ -362,9 +355,9 @@ async def _handshake(
     if msg.practice and claims.role in access.STAFF:
         conn.send(welcome)
         staff = f"{claims.role}:{claims.sub}"
-        return Practice(res, conn.send, name=claims.name, staff=staff), "student"
+        return Practice(res, conn.send, conn.report, name=claims.name, staff=staff), "student"
     if claims.role == "contestant":
-        player = await res.players.join(claims)
+        player = await players.join(claims)
         welcome.round_id = player.round_id
         conn.send(welcome)
         await player.attach(conn, msg.since)

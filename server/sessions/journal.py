@@ -1,0 +1,133 @@
+"""The journal of one attempt: decide, then persist, then apply (principle 10).
+
+Every session changes its attempt only through `record`: the event the attempt
+decided is appended to the audit log, and only once PostgreSQL has it is it
+folded into the attempt (`Attempt.apply`) and, for a contest, published on the
+attempt's channel for the judges. A failed append leaves the attempt exactly as
+it was, so nothing ever has to be taken back.
+
+The journal also matches questions for scoring in the matching pool, after the
+fact and in turn order, and records each match the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+
+from arena.attempt import Attempt, AttemptEvent, Submitted, event_kind
+from server import protocol
+from server.sessions.context import Context
+
+log = logging.getLogger("arena.journal")
+
+
+def attempt_channel(attempt_id: str) -> str:
+    return f"attempt:{attempt_id}"
+
+
+def entry(kind: str, actor: str, payload: Any, at: float) -> protocol.TranscriptEntry:
+    return protocol.TranscriptEntry(
+        at=round(at * 1000, 1), kind=kind, actor=actor, payload=msgspec.to_builtins(payload),
+    )
+
+
+async def publish_entry(
+    ctx: Context, attempt_id: str, e: protocol.TranscriptEntry, card: Any = None
+) -> None:
+    msg = protocol.TranscriptLive(
+        ch=attempt_channel(attempt_id), attempt_id=attempt_id, entry=e, card=card
+    )
+    await ctx.bus.publish(attempt_channel(attempt_id), protocol.encode(msg))
+
+
+class Journal:
+    def __init__(
+        self, ctx: Context, attempt: Attempt, *, round_id: str, attempt_id: str, actor: str,
+        publish: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.attempt = attempt
+        self.round_id = round_id
+        self.attempt_id = attempt_id
+        self.actor = actor
+        self.publish = publish  # contests show each entry live to judges; practice does not
+        self._matching: asyncio.Task[None] | None = None  # the last turn's background match
+
+    async def record(
+        self, event: AttemptEvent, request_id: str | None, *, actor: str | None = None,
+        publish: bool = True,
+    ) -> bool:
+        """Make `event` durable, then apply it; False if `request_id` was already applied
+        (the event is then not applied again). Raises if PostgreSQL refuses it."""
+        actor = actor or self.actor
+        kind = event_kind(event)
+        event_id = await self.ctx.audit.append(
+            round_id=self.round_id, attempt_id=self.attempt_id, actor=actor, kind=kind,
+            payload=event, request_id=request_id,
+        )
+        if event_id is None:
+            return False
+        self.attempt.apply(event)
+        if self.publish and publish:
+            await publish_entry(
+                self.ctx, self.attempt_id, entry(kind, actor, event, self.ctx.clock())
+            )
+        return True
+
+    async def record_submission(
+        self, submitted: Submitted, payload: dict[str, Any], scored: dict[str, Any],
+        card: Any, request_id: str,
+    ) -> bool:
+        """The submission and its score, atomically; False for a retried request id."""
+        base = {"round_id": self.round_id, "attempt_id": self.attempt_id}
+        async with self.ctx.audit.locked(self.attempt_id) as conn:
+            first = await self.ctx.audit.append(
+                **base, actor=self.actor, kind="submitted", payload=payload,
+                request_id=request_id, conn=conn)
+            if first is None:
+                return False
+            await self.ctx.audit.append(
+                **base, actor=self.actor, kind="scored", payload=scored, conn=conn)
+        self.attempt.apply(submitted)
+        if self.publish:
+            now = self.ctx.clock()
+            await publish_entry(self.ctx, self.attempt_id,
+                                entry("submitted", self.actor, payload, now))
+            await publish_entry(self.ctx, self.attempt_id,
+                                entry("scored", "system", card, now), card=card)
+        return True
+
+    # ---- matching for scoring ------------------------------------------------------------
+
+    def match_later(self, turns: list[int]) -> None:
+        """Match `turns` for scoring in the matching pool, after those before them."""
+        if turns:
+            self._matching = asyncio.create_task(self._match(turns, self._matching))
+
+    async def _match(self, turns: list[int], before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # a follow-up is read against the turn before it
+        a = self.attempt
+        for turn in turns:
+            try:
+                fact_ids = await self.ctx.background.match(
+                    a.case.id, a.questions[turn - 1].text, a.topic(turn)
+                )
+                # Judges read questions and answers; a match is scoring's business.
+                await self.record(
+                    a.matched(turn, fact_ids), None, actor="system", publish=False)
+            except Exception:  # the turn stays unmatched and is matched again on rejoin
+                log.exception("matching turn %s of attempt %s failed", turn, self.attempt_id)
+
+    async def matched(self) -> None:
+        """Wait until every question so far is matched: scoring counts what they covered."""
+        if self._matching is not None:
+            await asyncio.wait([self._matching])
+
+    def stop(self) -> None:
+        if self._matching is not None:
+            self._matching.cancel()
