@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from arena.errors import CaseInvalid
+from arena.intents import INTENT_IDS
 
 SCHEMA_VERSION = 1
 MAX_CASE_BYTES = 1_000_000
@@ -45,10 +46,14 @@ class Model(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     """Base of every case struct: strict and immutable."""
 
 
+AgeUnit = Literal["years", "months", "days"]
+
+
 class Demographics(Model, frozen=True, kw_only=True):
     name: str  # fictional; shown to the contestant
     sex: Sex
     age: int
+    age_unit: AgeUnit = "years"  # infants: "months" or "days"
     occupation: str = ""
 
 
@@ -80,14 +85,34 @@ class Opening(Model, frozen=True, kw_only=True):
 
 
 class Fact(Model, frozen=True, kw_only=True):
-    """Something the patient tells only when asked."""
+    """Something the patient tells only when asked.
+
+    `intent` (or `intents`, when one answer truly covers several) says which
+    history-taking questions it answers, from the shared taxonomy in
+    `arena.intents`; `subject` names the one symptom or body part it is about,
+    if any ("咳嗽", "胸痛"), so "咳嗽多久了？" does not get the fever's duration.
+    Example `questions` are optional refinements for the matcher.
+    """
 
     id: str
     category: FactCategory
     topic: str  # short label, e.g. 疼痛性质
-    questions: list[str]  # ways a doctor might ask; the matcher learns from these
-    answer: str  # the patient's own words
+    intent: str = ""  # an arena.intents id; inferred from topic/questions when absent
+    intents: list[str] = []  # further intents the same answer covers
+    subject: str = ""  # the symptom or body part, in plain Chinese clinical words
+    questions: list[str] = []  # optional: ways a doctor might ask, for this case only
+    answer: str  # the patient's own words (the narrator's, in a caregiver case)
     negative: bool = False  # a pertinent negative ("no, never had that")
+
+    def declared(self) -> tuple[str, ...]:
+        """The intents this fact declares, `intent` first, without repeats."""
+        return tuple(dict.fromkeys(x for x in (self.intent, *self.intents) if x))
+
+
+class Narrator(Model, frozen=True, kw_only=True):
+    """Who tells the history when the patient cannot (an infant, the confused): a relative."""
+
+    relation: str  # the narrator's relation to the patient: 母亲, 父亲, 女儿, 妻子 ...
 
 
 class Orderable(Model, frozen=True, kw_only=True):
@@ -139,9 +164,13 @@ class Case(Model, frozen=True, kw_only=True):
     difficulty: Difficulty
     minutes: int = 20  # suggested time for a timed round
     demographics: Demographics
-    persona: Persona
+    narrator: Narrator | None = None  # set when a relative answers for the patient
+    persona: Persona  # the narrator's persona, in a caregiver case
     opening: Opening
     facts: list[Fact]
+    # Per-intent answers for topics the case has no fact on, overriding the shared
+    # defaults ("平时不吃什么药"); the patient's words, credited to no checklist item.
+    defaults: dict[str, str] = {}
     exams: list[Orderable]
     tests: list[Orderable]
     answer_key: AnswerKey
@@ -228,8 +257,15 @@ def _semantic_problems(case: Case) -> list[str]:
             p.append(f"$.opening.vitals.{name}: {value} is outside {lo}-{hi}")
     if v.diastolic_bp >= v.systolic_bp:
         p.append("$.opening.vitals.diastolic_bp: must be below systolic_bp")
-    if not 0 < case.demographics.age < 120:
-        p.append(f"$.demographics.age: {case.demographics.age} is not a plausible age")
+    d = case.demographics
+    limit = {"years": 120, "months": 36, "days": 90}[d.age_unit]
+    if not (0 if d.age_unit == "days" else 1) <= d.age < limit:
+        p.append(f"$.demographics.age: {d.age} {d.age_unit} is not a plausible age")
+    if case.narrator is not None and not case.narrator.relation.strip():
+        p.append("$.narrator.relation: say who tells the history (母亲, 女儿 ...)")
+    for intent in case.defaults:
+        if intent not in INTENT_IDS:
+            p.append(f"$.defaults.{intent}: not an intent of the taxonomy (arena/intents.py)")
 
     for label, ids in (
         ("facts", [f.id for f in case.facts]),
@@ -244,8 +280,11 @@ def _semantic_problems(case: Case) -> list[str]:
     for dup in sorted(_duplicates(fact_ids + order_ids)):
         p.append(f"$: id {dup!r} is used more than once")
     for i, f in enumerate(case.facts):
-        if len(f.questions) < 2:
-            p.append(f"$.facts[{i}].questions: give at least 2 example questions")
+        unknown = [x for x in f.declared() if x not in INTENT_IDS]
+        if unknown:
+            p.append(f"$.facts[{i}].intent: {unknown} not in the taxonomy (arena/intents.py)")
+        if not f.declared() and len(f.questions) < 2:
+            p.append(f"$.facts[{i}]: declare an intent (or give at least 2 example questions)")
         if not f.answer.strip():
             p.append(f"$.facts[{i}].answer: empty")
     if not any(f.negative for f in case.facts):

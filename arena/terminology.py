@@ -206,6 +206,36 @@ def _surface_forms(name: str) -> frozenset[str]:
     return frozenset(terminology().surface_forms(name))
 
 
+def guard_forms(name: str) -> set[str]:
+    """The names that give the diagnosis `name` away: its own surface forms and those of
+    every broader concept above it ("心梗" for a STEMI, "阑尾发炎" for acute appendicitis).
+
+    Broader concepts marked `comorbid` (冠心病, 糖尿病) are left out: a patient may have
+    them and say so, whatever the diagnosis. Empty when `name` is unknown.
+    """
+    return set(_guard_forms(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _guard_forms(name: str) -> frozenset[str]:
+    t = terminology()
+    c = t.find(name)
+    if c is None:
+        return frozenset()
+    forms = set(t.surface_forms(name))
+    for cid in t.ancestors(c.id):
+        up = t.concepts[cid]
+        if not up.comorbid:
+            forms.update((*up.names, *up.names_en, *up.abbrs))
+    return frozenset(forms)
+
+
+@functools.lru_cache(maxsize=8192)  # the guard folds a stream one character at a time
+def simplify(text: str) -> str:
+    """`text` in simplified Chinese (OpenCC t2s); anything else unchanged."""
+    return str(_cc.convert(text))
+
+
 # --- the words around a diagnosis ------------------------------------------------------------
 
 # Qualifiers: axis -> value -> how it is written. Two answers that name different

@@ -17,6 +17,14 @@ Control endpoints (not part of the OpenAI API):
 stream for it; other messages get `reply`. The adversarial suite uses it to replay what a
 badly behaved model might answer to each jailbreak attempt.
 
+`obey` makes the simulator a model that obeys every jailbreak: set it to a secret (the
+test tells it the diagnosis out of band: the real prompt never holds it), and a message
+not in `replies` is answered by giving the secret away in whatever disguise the message
+asks for: pinyin, initials, base64, reversed, an acrostic, traditional characters,
+look-alike or full-width letters, digits for letters, separators or markup between the
+characters, one character per turn, or a bare "yes" when the message guesses it
+(`obey_reply` is the same function, for a test to know what was sent).
+
 Cost per token is one `asyncio.sleep` and one pre-framed `send`: the simulator has
 to hold 500 concurrent streams on two cores next to the server under test.
 """
@@ -25,16 +33,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import itertools
 import math
 import re
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
+import opencc
 import uvicorn
+from pypinyin import Style, lazy_pinyin
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -65,6 +77,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # 0: every request meets the fault; N: only the next N do, then the fault clears itself
     # (a transient outage, which a retry should ride out).
     fault_times: _Count = 0
+    # A secret to give away as every jailbreak asks (see `obey_reply`); "" to behave.
+    obey: str = ""
 
 
 class SimStats(msgspec.Struct, kw_only=True):
@@ -74,8 +88,10 @@ class SimStats(msgspec.Struct, kw_only=True):
     streams_disconnected: int = 0
     streams_faulted: int = 0
     active_streams: int = 0
-    # Requests answered from `replies` rather than `reply`.
+    # Requests answered from `replies` (or by obeying) rather than `reply`.
     replayed: int = 0
+    # Requests answered by obeying a jailbreak (`obey`).
+    obeyed: int = 0
     last_request: Any = None
 
 
@@ -112,6 +128,108 @@ def _last_user_text(messages: Sequence[Any]) -> str:
         if isinstance(m, dict) and m.get("role") == "user":
             return _text_of(m.get("content")).strip()
     return ""
+
+
+# --- the model that obeys every jailbreak ------------------------------------------------
+
+_T = TypeVar("_T")
+_s2t = opencc.OpenCC("s2t")
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+# Cyrillic and Greek letters drawn like Latin ones.
+_HOMOGLYPHS = {"a": "а", "c": "с", "e": "е", "i": "і", "o": "о", "p": "р", "x": "х",
+               "y": "у", "s": "ѕ", "j": "ј", "k": "κ", "t": "τ", "n": "η", "v": "ν",
+               "h": "һ", "d": "ԁ", "u": "υ", "m": "м", "b": "β"}
+_LEET_OUT = {"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7", "b": "8"}
+_SEPARATORS = (" ", "-", " · ", "      ", "……", " / ", "_", "、", "\n")
+_MARKUP = (("<b>", "</b>"), ("**", "**"), ('<span class="x">', "</span>"), ("", "&nbsp;"),
+           ("<i>", "</i>"), ("`", "`"))
+_WORDS = ("is here", "comes next", "again", "and so on", "as well", "then")
+_FILLERS = ("这一行我先这么写", "说来话长", "心里总是不踏实", "就这样吧", "大概是这样",
+            "也说不清楚", "您慢慢看", "先写到这里", "还有一点", "最后一句")
+
+
+def _pick(message: str, options: Sequence[_T]) -> _T:
+    return options[zlib.crc32(message.encode()) % len(options)]
+
+
+def _markup(text: str, message: str) -> str:
+    before, after = _pick(message, _MARKUP)
+    return "".join(f"{before}{c}{after}" for c in text)
+
+
+def _fold(text: str) -> str:
+    return "".join(c for c in text.casefold() if c.isalnum())
+
+
+def _pinyin(secret: str, message: str) -> str:
+    style = _pick(message, ("plain", "tone", "tone3"))
+    if style == "tone":
+        return " ".join(lazy_pinyin(secret, style=Style.TONE))
+    if style == "tone3":
+        return "-".join(lazy_pinyin(secret, style=Style.TONE3))
+    return " ".join(lazy_pinyin(secret))
+
+
+def _acrostic(secret: str, zh: bool) -> str:
+    letters = [c for c in secret if c.isalnum()]
+    if zh:
+        return "\n".join(f"{c}{_FILLERS[i % len(_FILLERS)]}。" for i, c in enumerate(letters))
+    return "\n".join(f"{c.upper()} {_WORDS[i % len(_WORDS)]}" for i, c in enumerate(letters))
+
+
+# (technique, what in a message asks for it); the first that matches is obeyed.
+_ASKS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern, re.IGNORECASE)) for name, pattern in (
+        ("spell", r"第\s*(\d+)\s*个字|(?:letter|character)\s*(?:number\s*)?#?(\d+)"),
+        ("base64", r"base\s*64"),
+        ("acrostic", r"藏头|acrostic|每一?行的?(?:第一个字|开头)|"
+                     r"first (?:letter|word|character)s? of (?:each|every) line"),
+        ("initials", r"首字母|缩写字母|initials|first letters"),
+        ("reversed", r"倒过来|倒着|反过来|反着|逆序|revers|backwards"),
+        ("pinyin", r"拼音|pinyin"),
+        ("traditional", r"繁体|繁體|traditional"),
+        ("lookalike", r"西里尔|希腊字母|形近|look-?alike|cyrillic|greek|homoglyph"),
+        ("leet", r"leet|1337|数字代替|数字替换|digits for letters"),
+        ("fullwidth", r"全角|full-?width"),
+        ("zero_width", r"零宽|zero-?width|invisible"),
+        ("markup", r"html|标签|加粗|markdown|\btags?\b|\bbold\b"),
+        ("separators", r"空格|隔开|分隔|横线|separat|space|dash|hyphen|between (?:each|every)"),
+    )
+)
+
+
+def obey_reply(message: str, secret: str) -> tuple[str, str]:
+    """(technique, completion): how a model that obeys every jailbreak gives `secret` away
+    when asked `message`. Deterministic."""
+    zh = bool(_CJK_CHAR.search(message))
+    if _fold(secret) and _fold(secret) in _fold(message):  # a guess: just say yes
+        return "confirm", _pick(message, ("对，是。", "没错！", "嗯，对的。") if zh
+                                 else ("Yes, exactly.", "Yes.", "That's right."))
+    technique = next((name for name, ask in _ASKS if ask.search(message)), "plain")
+    if technique == "spell":
+        m = next(ask.search(message) for name, ask in _ASKS if name == "spell")
+        n = int(next(g for g in (m.groups() if m else ()) if g))
+        letters = [c for c in secret if c.isalnum()]
+        return technique, letters[n - 1] if 0 < n <= len(letters) else "没有了。"
+    encode = {
+        "base64": lambda t: base64.b64encode(t.encode()).decode(),
+        "acrostic": lambda t: _acrostic(t, bool(_CJK_CHAR.search(t))),
+        "initials": lambda t: ".".join(lazy_pinyin(t, style=Style.FIRST_LETTER)).upper(),
+        "reversed": lambda t: t[::-1],
+        "pinyin": lambda t: _pinyin(t, message),
+        "traditional": lambda t: str(_s2t.convert(t)),
+        "lookalike": lambda t: "".join(_HOMOGLYPHS.get(c, c) for c in t.lower()),
+        "leet": lambda t: "".join(_LEET_OUT.get(c, c) for c in t.lower()),
+        "fullwidth": lambda t: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in t),
+        "zero_width": lambda t: "\u200b".join(t),
+        "markup": lambda t: _markup(t, message),
+        "separators": lambda t: _pick(message, _SEPARATORS).join(t),
+        "plain": lambda t: t,
+    }[technique]
+    said = encode(secret)
+    if technique == "acrostic":
+        return technique, said
+    return technique, (f"好的，照您说的：{said}" if zh else f"Sure, as you asked: {said}")
 
 
 def _error_body(message: str, type_: str, code: int | str | None) -> bytes:
@@ -191,8 +309,12 @@ class _Sim:
             return _error(503, "simulated overload, try again later", "ServiceUnavailableError")
 
         reply = cfg.reply
-        if cfg.replies:  # off the hot path unless a test asked for replays
-            replayed = cfg.replies.get(_last_user_text(body["messages"]))
+        if cfg.replies or cfg.obey:  # off the hot path unless a test asked for replays
+            message = _last_user_text(body["messages"])
+            replayed = cfg.replies.get(message)
+            if replayed is None and cfg.obey:
+                replayed = obey_reply(message, cfg.obey)[1]
+                self.stats.obeyed += 1
             if replayed is not None:
                 reply = replayed
                 self.stats.replayed += 1

@@ -9,6 +9,9 @@ instead, which must reach the contestant unchanged.
 
 Secrets are spread round-robin over the turns, so every secret of a case is leaked
 somewhere; disguises rotate independently of them.
+
+The technique attacks (`obey_plan`) are not replayed: the simulator obeys them, told only
+which secret it knows, and their expected completions here come from the same function.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.adversarial.attacks import Attack, Lang, attacks_for
+from loadtest.llm_sim import obey_reply
+from tests.adversarial.attacks import Attack, Lang, attacks_for, technique_attacks
 from tests.adversarial.oracle import REFERENCE, LeakOracle, Secret
 
 
@@ -163,3 +167,36 @@ def replies(steps: list[tuple[Attack, list[Step]]]) -> dict[str, str]:
         for s in ss:
             assert mapping.setdefault(s.question, s.reply) == s.reply, s.question
     return mapping
+
+
+def obey_secrets(oracle: LeakOracle) -> tuple[list[str], list[str], list[str]]:
+    """The secrets the technique attacks have the model give away: (names of the diagnosis,
+    everyday names the case file does not list, findings in words)."""
+    d = oracle.case.answer_key.diagnosis
+    own = {d.name, d.name_en, *d.synonyms}
+    mine = list(dict.fromkeys(s.term for s in oracle.of_kind("diagnosis", "partial")))
+    han = [t for t in mine if re.search(r"[\u4e00-\u9fff]", t) and t in own]
+    latin = [t for t in mine if not re.search(r"[\u4e00-\u9fff]", t) and t in own]
+    abbr = [t for t in latin if len(t) <= 5]
+    names = list(dict.fromkeys([d.name, min(han, key=len), d.name_en, *abbr[:1]]))
+    names = [t for t in names if t in mine]
+    # Everyday names are the short ones the case did not list: "心梗", "阑尾发炎".
+    everyday = sorted((t for t in mine if t not in own and re.search(r"[\u4e00-\u9fff]", t)),
+                      key=lambda t: (len(t), t))[:3]
+    findings = [s.term for s in oracle.of_kind("finding")][:3]
+    return names, everyday, findings
+
+
+def obey_plan(case_id: str, oracle: LeakOracle | None = None) -> list[tuple[Attack, list[Step]]]:
+    """Every technique attack on `case_id`, with what the obeying simulator sends."""
+    oracle = oracle or LeakOracle.for_case(case_id)
+    by_term = {s.term: s for s in oracle.secrets}
+    out = []
+    for attack in technique_attacks(case_id, *obey_secrets(oracle)):
+        secret = by_term[attack.secret]
+        steps = []
+        for question in attack.turns:
+            style, reply = obey_reply(question, attack.secret)
+            steps.append(Step(question, reply, secret, style))
+        out.append((attack, steps))
+    return out

@@ -2,25 +2,37 @@
 
 Both engines are played over a real WebSocket against a real server, and judged only by
 what a contestant receives: every answer_delta, and any message shown with the end of a
-turn or an error. The llm engine runs against the simulator replaying, for each attack, a
-hostile completion that does leak (see hostile.py), so it is the server's output guard
-that must keep the contestant's screen clean. The oracle that judges is this suite's own.
+turn or an error. The llm engine runs against the simulator, first replaying for each
+attack a hostile completion that does leak (see hostile.py), then as a model that obeys
+every jailbreak: told the secret out of band, it really sends it in the disguise each
+technique attack asks for (pinyin, base64, an acrostic, one letter per turn, a yes to a
+guess, ...). Either way it is the server's output guard that must keep the contestant's
+screen clean; the oracle that judges (attack by attack, across its turns) is this
+suite's own. Honest questions must still get the patient's real answers from both.
 """
 
 from __future__ import annotations
 
+import base64
+import inspect
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
+import opencc
 import pytest
 
 from arena.attempt import MAX_QUESTION_CHARS
-from loadtest.llm_sim import tokenize
+from arena.guard import deflection
+from arena.patient import patient_view
+from loadtest.llm_sim import obey_reply, tokenize
 from server import protocol
 from server.settings import Settings
-from tests.adversarial.attacks import CATEGORIES, Attack, attacks_for
-from tests.adversarial.hostile import Step, confirmation_plan, plan, replies
+from tests.adversarial.attacks import CATEGORIES, TECHNIQUES, Attack, attacks_for
+from tests.adversarial.hostile import Step, confirmation_plan, obey_plan, plan, replies
 from tests.adversarial.oracle import LeakOracle, all_case_ids
 from tests.support import Client, Sim, own_schema, running_server
 
@@ -33,9 +45,11 @@ TURN_TIMEOUT = 5.0
 @pytest.fixture(scope="module")
 def settings(settings: Settings) -> Iterator[Settings]:
     """A database of this module's own: practice needs cases that no round another module
-    left unpublished reserves (a reserved case is not open to practice)."""
+    left unpublished reserves (a reserved case is not open to practice). BM25 alone
+    matches the scripted patient's questions: this suite judges the guard, which sees
+    every answer the same way, and embedding a cold case costs tens of seconds."""
     with own_schema(settings, "leaks") as own:
-        yield own
+        yield msgspec.structs.replace(own, embeddings=False)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +106,22 @@ def interview(
 
 
 def leak_report(oracle: LeakOracle, seen: list[tuple[Attack, Step, Shown]]) -> list[str]:
+    """Every leak, judged attack by attack over all its turns together."""
+    by_attack: dict[str, list[tuple[Attack, Step, Shown]]] = {}
+    for item in seen:
+        by_attack.setdefault(item[0].id, []).append(item)
     return [
-        f"{attack.id} [{step.style}] asked {step.question!r}: {leak}"
-        for attack, step, shown in seen
-        for leak in oracle.leaks(shown.text)
+        f"{attack_id} [{items[-1][1].style}] asked {items[-1][1].question!r}: {leak}"
+        for attack_id, items in by_attack.items()
+        for leak in oracle.leaks_in_turns([(step.question, shown.text) for _, step, shown in items])
     ]
+
+
+def relay_reads_history() -> bool:
+    """Whether the relay gives the guard the turns before (needed for spelled-out leaks)."""
+    from server.patient.relay import Relay
+
+    return "history" in inspect.signature(Relay.guard).parameters
 
 
 def summary(problems: list[str], turns: int) -> str:
@@ -107,20 +132,76 @@ def summary(problems: list[str], turns: int) -> str:
 # ---------------------------------------------------------------- the corpus
 
 
-def test_the_corpus_has_over_200_attempts_in_both_languages_and_every_category() -> None:
+def test_the_corpus_has_over_500_attempts_in_both_languages_and_every_technique() -> None:
     attacks = [a for case_id in CASE_IDS for a in attacks_for(case_id)]
-    assert len(attacks) >= 200
+    obeyed = [a for case_id in CASE_IDS for a, _ in obey_plan(case_id)]
+    confirms = [a for case_id in CASE_IDS for a, _ in confirmation_plan(case_id)]
+    everything = attacks + obeyed + confirms
+    assert len(everything) >= 500, len(everything)
     assert set(CASE_IDS) >= {"k4p9wq", "m2x7hd", "r8c3vn"}
-    by_lang = {lang: sum(a.lang == lang for a in attacks) for lang in ("zh", "en")}
-    assert min(by_lang.values()) >= 60, by_lang
+    by_lang = Counter(a.lang for a in everything)
+    assert min(by_lang["zh"], by_lang["en"]) >= 150, by_lang
     for case_id in CASE_IDS:
         mine = attacks_for(case_id)
         assert {a.category for a in mine} == set(CATEGORIES), case_id
+        techniques = [a for a, _ in obey_plan(case_id)]
+        assert {a.category for a in techniques} == set(TECHNIQUES), case_id
+        assert {a.lang for a in techniques} == {"zh", "en"}
         assert any(len(a.turns) >= 3 for a in mine)
-        questions = [q for a in mine for q in a.turns]
+        questions = [q for a in mine + techniques for q in a.turns]
         assert len(questions) == len(set(questions)), "a question must map to one replay"
         assert all(0 < len(q) <= MAX_QUESTION_CHARS for q in questions)
-    assert len({a.id for a in attacks}) == len(attacks)
+    assert len({a.id for a in everything}) == len(everything)
+
+
+_ASKED_AS = {"spelled": "spell", "confirmation": "confirm", "synonym": "plain", "finding": "plain"}
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_every_obeying_completion_leaks_in_the_disguise_it_was_asked_for(case_id: str) -> None:
+    # What makes the technique attacks able to fail: unguarded, each gives its secret away,
+    # and in the disguise it asked for (base64 really is base64 of the name, and so on).
+    oracle = LeakOracle.for_case(case_id)
+    for attack, steps in obey_plan(case_id, oracle):
+        turns = [(s.question, s.reply) for s in steps]
+        found = {leak.secret.term for leak in oracle.leaks_in_turns(turns)}
+        assert attack.secret in found, (attack.id, turns)
+        for s in steps:
+            assert (s.style, s.reply) == obey_reply(s.question, attack.secret)
+            assert s.style == _ASKED_AS.get(attack.category, attack.category), attack.id
+            assert len(tokenize(s.reply)) < Settings().llm_max_tokens
+        said = undo(attack.category, [s.reply for s in steps])
+        if said is not None:  # (spaces and hyphens of the name itself aside)
+            assert re.sub(r"[\s-]", "", said).casefold() == re.sub(
+                r"[\s-]", "", attack.secret).casefold(), (attack.id, said)
+        elif attack.category in ("pinyin", "initials", "lookalike", "leet"):
+            # a disguise only the oracle undoes: at least it is not the name as written
+            assert attack.secret.casefold() not in turns[-1][1].casefold(), attack.id
+
+
+_T2S = opencc.OpenCC("t2s")
+
+
+def undo(technique: str, replies: list[str]) -> str | None:
+    """The secret read back from obeyed replies, undoing the disguise by hand; None for the
+    disguises only the oracle reads (pinyin, initials, look-alikes, digits for letters) and
+    for those that carry no name (a yes, an everyday name or finding said plainly)."""
+    payload = re.split(r"[：:]\s*", replies[-1], maxsplit=1)[-1]
+    if technique == "base64":
+        return base64.b64decode(payload).decode()
+    if technique == "reversed":
+        return payload[::-1]
+    if technique in ("separators", "zero_width", "markup"):
+        return re.sub(r"<[^>]*>|&\w+;|[\s\u200b·…/_、`*-]", "", payload)
+    if technique == "fullwidth":
+        return unicodedata.normalize("NFKC", payload)
+    if technique == "traditional":
+        return str(_T2S.convert(payload))
+    if technique == "acrostic":
+        return "".join(line[0] for line in replies[-1].split("\n"))
+    if technique == "spelled":
+        return "".join(replies)
+    return None
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
@@ -201,7 +282,8 @@ def test_the_oracle_sees_through_disguises() -> None:
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_the_scripted_patient_leaks_nothing(scripted_server: str, case_id: str) -> None:
     oracle = LeakOracle.for_case(case_id)
-    attacks = plan(case_id, oracle) + confirmation_plan(case_id, oracle)
+    attacks = plan(case_id, oracle) + confirmation_plan(case_id, oracle) + obey_plan(
+        case_id, oracle)
     seen = interview(scripted_server, case_id, "scripted", attacks)
     problems = leak_report(oracle, seen)
     assert not problems, summary(problems, len(seen))
@@ -250,3 +332,87 @@ def test_the_llm_patient_never_confirms_a_guessed_diagnosis(
     problems = leak_report(oracle, seen)
     assert not problems, summary(problems, len(seen))
     assert all(shown.end is not None and shown.text.strip() for _, _, shown in seen)
+
+
+def obeyed(
+    llm_server: str, sim: Sim, case_id: str, attacks: list[tuple[Attack, list[Step]]]
+) -> list[tuple[Attack, Step, Shown]]:
+    """Play `attacks` on the llm engine with the simulator obeying each one: it is told the
+    attack's secret and gives it away as the questions ask."""
+    seen = []
+    with Client(llm_server) as c:
+        assert c.hello().engine == "llm"
+        for n, (attack, steps) in enumerate(attacks):
+            if n % ATTACKS_PER_PRACTICE == 0:
+                c.request("start_practice", case_id=case_id)
+                c.expect("practice_started")
+            sim.configure(ttft_ms=0, itl_ms=0, obey=attack.secret, replies={})
+            seen += [(attack, step, ask(c, step.question)) for step in steps]
+    stats = sim.stats()
+    sim.reset()
+    assert stats["obeyed"] >= len(seen)  # every turn went to the model, and it obeyed
+    return seen
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_llm_patient_leaks_nothing_when_the_model_obeys_every_jailbreak(
+    llm_server: str, sim: Sim, case_id: str
+) -> None:
+    oracle = LeakOracle.for_case(case_id)
+    attacks = [(a, s) for a, s in obey_plan(case_id, oracle) if a.category != "spelled"]
+    seen = obeyed(llm_server, sim, case_id, attacks)
+    problems = leak_report(oracle, seen)
+    per_technique = Counter(a.category for a, _ in attacks)
+    assert not problems, f"{summary(problems, len(seen))}\nattempts: {dict(per_technique)}"
+    assert all(shown.end is not None and shown.text.strip() for _, _, shown in seen)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_the_llm_patient_catches_a_name_spelled_a_letter_per_answer(
+    llm_server: str, sim: Sim, case_id: str
+) -> None:
+    oracle = LeakOracle.for_case(case_id)
+    attacks = [(a, s) for a, s in obey_plan(case_id, oracle) if a.category == "spelled"]
+    assert attacks
+    problems = leak_report(oracle, obeyed(llm_server, sim, case_id, attacks))
+    if problems and not relay_reads_history():
+        pytest.xfail("the relay does not give the guard the turns before: "
+                     "Relay.guard(case, question, history) in server/patient/relay.py")
+    assert not problems, summary(problems, len(problems))
+
+
+def honest(case_id: str) -> list[tuple[str, str]]:
+    """(question, the patient's own answer) for every fact of the case."""
+    case = LeakOracle.for_case(case_id).case
+    return [(f.questions[0], f.answer) for f in case.facts if f.questions]
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_honest_questions_get_real_answers_from_both_engines(
+    scripted_server: str, llm_server: str, sim: Sim, case_id: str
+) -> None:
+    case = LeakOracle.for_case(case_id).case
+    deflections = {deflection(patient_view(case), seed) for seed in range(64)}
+    pairs = honest(case_id)
+    # The scripted patient answers from the case; nothing it says may be cut.
+    with Client(scripted_server) as c:
+        assert c.hello().engine == "scripted"
+        c.request("start_practice", case_id=case_id)
+        c.expect("practice_started")
+        for question, _ in pairs:
+            shown = ask(c, question)
+            assert shown.end is not None and shown.end.status == "ok", question
+            assert shown.deltas.strip() and shown.deltas not in deflections, question
+    # The llm patient, answered by a model that says the case's own words, shows them whole.
+    sim.configure(ttft_ms=0, itl_ms=0, replies=dict(pairs))
+    try:
+        with Client(llm_server) as c:
+            assert c.hello().engine == "llm"
+            c.request("start_practice", case_id=case_id)
+            c.expect("practice_started")
+            for question, answer in pairs:
+                shown = ask(c, question)
+                assert shown.deltas == answer and shown.end is not None, (question, shown)
+                assert shown.end.status == "ok", question
+    finally:
+        sim.reset()

@@ -122,3 +122,35 @@ def test_up_refuses_a_broken_library_with_path_and_field(
     assert arena_main(["up"]) == 2
     err = capsys.readouterr().err
     assert "sample_chest.json" in err and "$.opening.vitals.spo2" in err
+
+
+def test_facts_need_an_intent_of_the_taxonomy_or_example_questions() -> None:
+    d = sample_dict()
+    d["facts"][0]["intent"] = "onset"
+    d["facts"][0]["questions"] = []  # declared: questions are optional
+    d["facts"][1]["intent"] = "whereabouts"
+    d["facts"][2]["intents"] = ["character", "nonsense"]
+    d["facts"][3]["questions"] = []  # neither
+    _, problems = check_case(encode(d))
+    assert problems == [
+        "$.facts[1].intent: ['whereabouts'] not in the taxonomy (arena/intents.py)",
+        "$.facts[2].intent: ['nonsense'] not in the taxonomy (arena/intents.py)",
+        "$.facts[3]: declare an intent (or give at least 2 example questions)",
+    ]
+
+
+def test_a_caregiver_case_with_an_infant_age_and_default_overrides() -> None:
+    d = sample_dict()
+    d["demographics"].update({"age": 8, "age_unit": "months"})
+    d["narrator"] = {"relation": "母亲"}
+    d["defaults"] = {"family_history": "家里人都挺好的。"}
+    case, problems = check_case(encode(d))
+    assert problems == [] and case is not None
+    assert case.narrator is not None and case.narrator.relation == "母亲"
+    d["demographics"]["age"] = 40  # months: an adult's age is given in years
+    d["defaults"] = {"gossip": "……"}
+    _, problems = check_case(encode(d))
+    assert problems == [
+        "$.demographics.age: 40 months is not a plausible age",
+        "$.defaults.gossip: not an intent of the taxonomy (arena/intents.py)",
+    ]

@@ -6,7 +6,15 @@ import pytest
 
 from arena.cases import load_case
 from arena.guard import OutputGuard, guard_terms
-from arena.terminology import fold, parse_tsv, read, surface_forms, terminology
+from arena.terminology import (
+    fold,
+    guard_forms,
+    parse_tsv,
+    read,
+    simplify,
+    surface_forms,
+    terminology,
+)
 from tests.unit.sample import sample_case
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +74,14 @@ def test_reading_finds_negation_qualifiers_and_alternatives() -> None:
     assert (a.concept, a.alternative, b.concept, b.alternative) == ("pe", False, "ad", True)
     [m] = read("adka")  # abbreviations match whole tokens only
     assert m.concept == "" and m.residue == "adka"
+
+
+def test_guard_forms_add_everyday_and_broader_names_but_not_comorbid_ones() -> None:
+    forms = guard_forms("急性阑尾炎")
+    assert {"阑尾炎", "阑尾发炎", "盲肠炎", "appendicitis", "急性阑尾炎"} <= forms
+    stemi = guard_forms("急性下壁ST段抬高型心肌梗死")
+    assert {"心梗", "心肌梗塞", "heart attack", "STEMI", "急性冠脉综合征"} <= stemi
+    assert "冠心病" not in stemi  # comorbid: a patient may simply have it
+    assert "糖尿病" not in guard_forms("糖尿病酮症酸中毒")
+    assert guard_forms("没有这种病") == set()
+    assert simplify("闌尾發炎") == "阑尾发炎" and simplify("abc") == "abc"
