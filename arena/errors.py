@@ -1,8 +1,8 @@
 """Domain errors.
 
 Every failure a user can cause is an `ArenaError` with a stable machine code and
-a message in Chinese first and English second. `server/errors.py` maps them to
-HTTP statuses and WebSocket error replies in one place; nothing else in the
+a message in Chinese first and English second. `server/wire/errors.py` maps them
+to HTTP statuses and WebSocket error replies in one place; nothing else in the
 server invents user-facing error text.
 """
 
@@ -13,7 +13,6 @@ class ArenaError(Exception):
     """Base of all domain errors: `code` is stable, messages are for people."""
 
     code = "arena_error"
-    status = 400  # the HTTP status the server maps this to
 
     def __init__(self, message_zh: str, message_en: str, **detail: object) -> None:
         super().__init__(message_en)
@@ -28,7 +27,6 @@ class BadRequest(ArenaError):
 
 class NotFound(ArenaError):
     code = "not_found"
-    status = 404
 
 
 class CaseNotFound(NotFound):
@@ -51,17 +49,14 @@ class CaseInvalid(ArenaError):
 
 class IllegalTransition(ArenaError):
     code = "illegal_transition"
-    status = 409
 
 
 class RoundNotRunning(ArenaError):
     code = "round_not_running"
-    status = 409
 
 
 class DeadlinePassed(ArenaError):
     code = "deadline_passed"
-    status = 409
 
 
 class UnknownOrder(ArenaError):
@@ -70,26 +65,22 @@ class UnknownOrder(ArenaError):
 
 class AlreadySubmitted(ArenaError):
     code = "already_submitted"
-    status = 409
 
 
 class TurnInProgress(ArenaError):
     code = "turn_in_progress"
-    status = 409
 
 
 class DuplicateRequest(ArenaError):
     """A retried request whose first copy was already applied."""
 
     code = "duplicate_request"
-    status = 409
 
 
 class Unauthorized(ArenaError):
     """No valid credentials: a bad token, or a wrong username or password."""
 
     code = "unauthorized"
-    status = 401
 
 
 class TokenExpired(Unauthorized):
@@ -100,31 +91,26 @@ class Forbidden(ArenaError):
     """Signed in, but this role may not do this."""
 
     code = "forbidden"
-    status = 403
 
 
 class JoinCodeInvalid(ArenaError):
     code = "join_code_invalid"
-    status = 403
 
 
 class JoinCodeUsed(ArenaError):
     """The join code was already redeemed (by this person on another device, or someone else)."""
 
     code = "join_code_used"
-    status = 409
 
 
 class RateLimited(ArenaError):
     """Too many attempts from one client or account within the window."""
 
     code = "rate_limited"
-    status = 429
 
 
 class PayloadTooLarge(ArenaError):
     code = "payload_too_large"
-    status = 413
 
 
 class CaseUnavailable(NotFound):
@@ -138,4 +124,3 @@ class CaseReserved(ArenaError):
     """The case is used by a round whose results are not published: it stays out of practice."""
 
     code = "case_reserved"
-    status = 409

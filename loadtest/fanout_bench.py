@@ -4,6 +4,7 @@ Usage (from the repository root, after `make test` or `make up` created .venv):
 
     .venv/bin/python -m loadtest.fanout_bench --clients 5000 --processes 1
     .venv/bin/python -m loadtest.fanout_bench --clients 5000 --processes 2
+    .venv/bin/python -m loadtest.fanout_bench --clients 5000 --root /tmp/base  # another tree
 
 It starts real server processes (`arena serve`) on the embedded PostgreSQL and
 Valkey (or DATABASE_URL / REDIS_URL when set), prepares a running round with a
@@ -119,12 +120,12 @@ def services() -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def processes(
-    n: int, db: str, redis_url: str
+    n: int, db: str, redis_url: str, root: Path = ROOT
 ) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
     run = uuid.uuid4().hex[:8]
     env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": redis_url,
            "DATABASE_SCHEMA": f"bench_{run}", "REDIS_PREFIX": f"bench{run}:",
-           "ADMIN_PASSWORD": "bench-admin-password", "CASES_DIR": str(ROOT / "cases"),
+           "ADMIN_PASSWORD": "bench-admin-password", "CASES_DIR": str(root / "cases"),
            "DATA_DIR": tempfile.mkdtemp(prefix="fanout-data-"), "SCRIPTED_CHUNK_MS": "0"}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     log = open(os.path.join(env["DATA_DIR"], "server.log"), "ab")  # noqa: SIM115
@@ -133,7 +134,7 @@ def processes(
             port = _free_port()
             p = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log,
             )
             procs.append((f"http://127.0.0.1:{port}", p))
             _wait_http(f"http://127.0.0.1:{port}/healthz")  # one at a time: migrations
@@ -254,7 +255,8 @@ def summarize(name: str, latency: dict[int, list[float]], n: int) -> dict[str, f
 
 
 async def bench_arena(args: argparse.Namespace) -> tuple[dict[str, float], float, int, bytes]:
-    with services() as (db, redis_url), processes(args.processes, db, redis_url) as procs:
+    with services() as (db, redis_url), \
+            processes(args.processes, db, redis_url, args.root) as procs:
         bases = [b for b, _ in procs]
         _, spectator, tokens = prepare(bases[0], args.contestants)
         urls = [b.replace("http", "ws", 1) + "/ws" for b in bases]
@@ -398,6 +400,9 @@ def main() -> None:
     parser.add_argument("--contestants", type=int, default=20)
     parser.add_argument("--changes", type=int, default=30)
     parser.add_argument("--gap", type=float, default=0.7, help="seconds between changes")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the project tree whose server is measured (e.g. a previous "
+                             "commit's `git worktree`); the clients and baseline are this one's")
     parser.add_argument("--naive-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:

@@ -20,8 +20,17 @@ moment, or spread over `--stagger-ms`):
   request sent -> first read carrying a content token, ITL every gap between
   reads carrying content tokens.
 
+With `--against REF_OR_DIR` a third arm runs a second server from another tree: a
+git ref of this repository (exported with `git archive`, the checkout untouched) or a
+directory. Both servers run at once on the same PostgreSQL and Valkey (each in a
+schema and key prefix of its own), each with its own clients; their rounds alternate
+with the direct arm against the same simulator, so an A/B of two versions of the
+server (a change against the commit before it, or two implementations of one part)
+is measured on the same machine at the same moments, and printed with the direct
+baseline of the same run. Each server runs its own tree's code and cases.
+
 The server matches each question for scoring in a niced child process after the
-answer has started (server/background.py); after the through-server arm the bench
+answer has started (server/patient/pool.py); after the through-server arm the bench
 waits until that backlog is empty (`arena_background_backlog` on /metrics) so it
 does not run into the next arm, and reports the child's CPU (during and after the
 arm) and the time it needed after the arm separately: it is not the relay's cost.
@@ -34,8 +43,8 @@ sent; the baseline is the simulator's CPU per token during the direct arm.
 The clients run in `--client-procs` worker processes (uvloop; picows for the
 WebSockets, an asyncio.Protocol for HTTP: both read callbacks, no per-chunk
 coroutine) so the load generator's own event-loop queueing stays small, and the
-two arms never run at the same time: each repeat runs both, alternating which
-goes first. Workers report their own CPU per chunk per arm, to show the client
+arms never run at the same time: each repeat runs every arm once, each repeat
+starting with a different one. Workers report their own CPU per chunk per arm, to show the client
 cost is comparable between the arms.
 """
 
@@ -49,20 +58,23 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 
-from loadtest.fanout_bench import ROOT, _free_port, _http, _pct, _wait_http, processes, services
+from loadtest.fanout_bench import ROOT, _free_port, _http, _pct, _wait_http, services
 from loadtest.llm_sim import DEFAULT_REPLY, tokenize
 
 CASE_ID = "r8c3vn"
@@ -382,24 +394,28 @@ async def run_round(clients: WsClients | DirectClients, start_wall: float,
 
 async def worker_main(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
-    ws = WsClients()
+    ws: dict[str, WsClients] = {}  # per server under test
     direct = DirectClients()
     while True:
         cmd, args = await loop.run_in_executor(None, conn.recv)
         try:
             if cmd == "ws_connect":
-                await ws.connect(*args)
-                result: Any = len(ws.transports)
+                key, *rest = args
+                clients = ws.setdefault(key, WsClients())
+                await clients.connect(*rest)
+                result: Any = len(clients.transports)
             elif cmd == "direct_connect":
                 await direct.connect(*args)
                 result = len(direct.protocols)
             elif cmd == "ws_round":
-                result = await run_round(ws, *args)
+                key, *rest = args
+                result = await run_round(ws[key], *rest)
             elif cmd == "direct_round":
                 result = await run_round(direct, *args)
                 await direct.close()
             elif cmd == "close":
-                await ws.close()
+                for clients in ws.values():
+                    await clients.close()
                 await direct.close()
                 conn.send(("ok", None))
                 return
@@ -551,7 +567,58 @@ class Arm:
                 "streams": self.streams, "failed": len(self.failed), "frames": self.frames,
                 "tokens": self.tokens, "server_cpu_s": self.server_cpu,
                 "background_cpu_s": self.background_cpu, "background_s": self.background_s,
-                "sim_cpu_s": self.sim_cpu, "client_cpu_s": self.client_cpu}
+                "sim_cpu_s": self.sim_cpu, "client_cpu_s": self.client_cpu, "name": self.name}
+
+
+@contextmanager
+def checkout(spec: str) -> Iterator[tuple[Path, str]]:
+    """A tree to run a server from, and its label: a directory as it is, or a git ref of
+    this repository exported (`git archive`, which leaves the checkout untouched) into a
+    temporary folder."""
+    if Path(spec).is_dir():
+        yield Path(spec).resolve(), spec
+        return
+    commit = subprocess.run(["git", "rev-parse", "--short", spec], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="relay-ab-") as tmp:
+        archive = subprocess.Popen(["git", "archive", commit], cwd=ROOT, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", tmp], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise RuntimeError(f"git archive {commit} failed")
+        yield Path(tmp), f"{spec} ({commit})"
+
+
+@contextmanager
+def serve(root: Path, db: str, redis_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """One `arena serve` running the code and the cases of the tree at `root`, on a
+    PostgreSQL schema and a Redis prefix of its own; the LLM settings come from os.environ."""
+    run_id = uuid.uuid4().hex[:8]
+    data = tempfile.mkdtemp(prefix="relay-data-")
+    env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": redis_url,
+           "DATABASE_SCHEMA": f"bench_{run_id}", "REDIS_PREFIX": f"bench{run_id}:",
+           "ADMIN_PASSWORD": "bench-admin-password", "CASES_DIR": str(root / "cases"),
+           "DATA_DIR": data, "SCRIPTED_CHUNK_MS": "0"}
+    port = _free_port()
+    log_path = os.path.join(data, "server.log")
+    with open(log_path, "ab") as log:
+        # Run from `root`, so `-m server.cli` imports that tree's code, not the installed one.
+        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+                                env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            try:
+                # A loaded machine can take minutes to start a server that loads a model.
+                _wait_http(f"http://127.0.0.1:{port}/healthz", timeout=300)
+            except RuntimeError:
+                tail = Path(log_path).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the server from {root} did not start:\n{tail}") from None
+            yield f"http://127.0.0.1:{port}", proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -561,79 +628,91 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idx = split(list(range(args.streams)), k)
     offs = [[offsets[i] for i in part] for part in idx]
     timeout = 60 + args.streams * 0.2
-    arms = {"server": Arm("through server"), "direct": Arm("direct to simulator")}
-    with simulator(args, reply) as (sim_port, sim), services() as (db, redis_url):
-        os.environ.update(server_env(sim_port, args.streams))
-        with processes(1, db, redis_url) as procs:
-            base, server = procs[0]
-            print(f"server pid {server.pid} at {base}, simulator pid {sim.pid} on port "
-                  f"{sim_port}; LLM settings: "
-                  f"{ {k: v for k, v in server_env(sim_port, args.streams).items()} }",
-                  flush=True)
-            workers = Workers(k)
-            try:
-                url = base.replace("http", "ws", 1) + "/ws"
-                t = time.monotonic()
-                workers.call("ws_connect", [(url, len(p), args.same_question) for p in idx])
-                print(f"{args.streams} students connected and practising in "
-                      f"{time.monotonic() - t:.1f} s", flush=True)
-                sim_url = f"http://127.0.0.1:{sim_port}"
+    arms = {"direct": Arm("direct to simulator"), "server": Arm("through server")}
+    with ExitStack() as stack:
+        sim_port, sim = stack.enter_context(simulator(args, reply))
+        db, redis_url = stack.enter_context(services())
+        env = server_env(sim_port, args.streams)
+        os.environ.update(env)
+        servers = {"server": stack.enter_context(serve(ROOT, db, redis_url))}
+        if args.against:
+            # Started one after the other: both run migrations at start-up.
+            root, label = stack.enter_context(checkout(args.against))
+            servers["against"] = stack.enter_context(serve(root, db, redis_url))
+            arms["server"].name = "through server (tree)"
+            arms["against"] = Arm(f"through server @ {label}")
+        print(f"simulator pid {sim.pid} on port {sim_port}; "
+              + "; ".join(f"{arms[key].name}: pid {p.pid} at {base}"
+                          for key, (base, p) in servers.items())
+              + f"; LLM settings: {env}", flush=True)
+        workers = Workers(k)
+        stack.callback(workers.close)
+        for key, (base, _) in servers.items():
+            t = time.monotonic()
+            url = base.replace("http", "ws", 1) + "/ws"
+            workers.call("ws_connect", [(key, url, len(p), args.same_question) for p in idx])
+            print(f"{args.streams} students connected to {arms[key].name} and practising in "
+                  f"{time.monotonic() - t:.1f} s", flush=True)
+        sim_url = f"http://127.0.0.1:{sim_port}"
 
-                def server_round(arm: Arm | None) -> None:
-                    c0, s0 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
-                    b0 = children_cpu_seconds(server.pid)
-                    start = time.time() + 0.3
-                    res = workers.call("ws_round", [(start, o, timeout, reply) for o in offs])
-                    c1, s1 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
-                    t1 = time.monotonic()
-                    drain_background(base)  # so it does not run into the next arm
-                    if arm is not None:
-                        arm.add(res, reply, args.ttft_ms, args.itl_ms)
-                        arm.server_cpu += c1 - c0
-                        arm.sim_cpu += s1 - s0
-                        arm.background_cpu += children_cpu_seconds(server.pid) - b0
-                        arm.background_s += time.monotonic() - t1
+        def server_round(key: str, arm: Arm | None) -> None:
+            base, server = servers[key]
+            c0, s0 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
+            b0 = children_cpu_seconds(server.pid)
+            start = time.time() + 0.3
+            res = workers.call("ws_round", [(key, start, o, timeout, reply) for o in offs])
+            c1, s1 = cpu_seconds(server.pid), cpu_seconds(sim.pid)
+            t1 = time.monotonic()
+            drain_background(base)  # so it does not run into the next arm
+            if arm is not None:
+                arm.add(res, reply, args.ttft_ms, args.itl_ms)
+                arm.server_cpu += c1 - c0
+                arm.sim_cpu += s1 - s0
+                arm.background_cpu += children_cpu_seconds(server.pid) - b0
+                arm.background_s += time.monotonic() - t1
 
-                def direct_round(arm: Arm | None) -> None:
-                    body = msgspec.json.encode(_http(f"{sim_url}/sim/stats")["last_request"])
-                    workers.call("direct_connect",
-                                 [("127.0.0.1", sim_port, len(p), body) for p in idx])
-                    s0 = cpu_seconds(sim.pid)
-                    start = time.time() + 0.3
-                    res = workers.call("direct_round", [(start, o, timeout, reply) for o in offs])
-                    s1 = cpu_seconds(sim.pid)
-                    if arm is not None:
-                        arm.add(res, None, args.ttft_ms, args.itl_ms)
-                        arm.sim_cpu += s1 - s0
+        def direct_round(arm: Arm | None) -> None:
+            body = msgspec.json.encode(_http(f"{sim_url}/sim/stats")["last_request"])
+            workers.call("direct_connect",
+                         [("127.0.0.1", sim_port, len(p), body) for p in idx])
+            s0 = cpu_seconds(sim.pid)
+            start = time.time() + 0.3
+            res = workers.call("direct_round", [(start, o, timeout, reply) for o in offs])
+            s1 = cpu_seconds(sim.pid)
+            if arm is not None:
+                arm.add(res, None, args.ttft_ms, args.itl_ms)
+                arm.sim_cpu += s1 - s0
 
-                for _ in range(args.warmup):  # opens the server's pool, warms both paths
-                    server_round(None)
-                    direct_round(None)
-                for r in range(args.repeat):
-                    order = ("direct", "server") if r % 2 == 0 else ("server", "direct")
-                    for name in order:
-                        (server_round if name == "server" else direct_round)(arms[name])
-                        time.sleep(args.pause)
-                    print(f"round {r + 1}/{args.repeat} done", flush=True)
-            finally:
-                workers.close()
+        def one_round(name: str, arm: Arm | None) -> None:
+            if name == "direct":
+                direct_round(arm)
+            else:
+                server_round(name, arm)
+
+        names = list(arms)
+        for _ in range(args.warmup):  # opens the servers' pools, warms every path
+            for name in [*servers, "direct"]:  # direct replays a server's last request
+                one_round(name, None)
+        for r in range(args.repeat):
+            # Each round starts with a different arm, so none always runs first or last.
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                one_round(name, arms[name])
+                time.sleep(args.pause)
+            print(f"round {r + 1}/{args.repeat} done ({' -> '.join(order)})", flush=True)
     return {name: arm.report() | {"failures": arm.failed[:5]} for name, arm in arms.items()}
 
 
-def show(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
-    srv, dr = out["server"], out["direct"]
-    print(f"\nmachine: {os.cpu_count()} cores; streams={args.streams} ttft={args.ttft_ms} ms "
-          f"itl={args.itl_ms} ms tokens={args.tokens} repeat={args.repeat} "
-          f"stagger={args.stagger_ms} ms same_question={args.same_question} "
-          f"client processes={args.client_procs}")
-    print(f"{'ms':<22}{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}"
-          f"{'late p50':>9}{'late p99':>9}{'streams':>8}{'failed':>7}{'frames':>8}{'tokens':>8}")
-    for name, a in (("direct to simulator", dr), ("through server", srv)):
-        print(f"{name:<22}{a['ttft_ms']['p50']:>10.2f}{a['ttft_ms']['p99']:>10.2f}"
-              f"{a['itl_ms']['p50']:>9.3f}{a['itl_ms']['p99']:>9.3f}"
-              f"{a['token_lateness_ms']['p50']:>9.3f}{a['token_lateness_ms']['p99']:>9.3f}"
-              f"{a['streams']:>8}{a['failed']:>7}{a['frames']:>8}{a['tokens']:>8}")
+_TARGETS = {"ttft_p50_ms": 5.0, "ttft_p99_ms": 20.0, "itl_p50_ms": 0.5, "itl_p99_ms": 2.0,
+            "token_lateness_p50_ms": 0.5, "token_lateness_p99_ms": 2.0}
 
+
+def _per(cpu_s: float, n: int) -> float:
+    return cpu_s / n * 1e6 if n else float("nan")
+
+
+def show_server(srv: dict[str, Any], dr: dict[str, Any]) -> dict[str, Any]:
+    """One through-server arm against the direct baseline of the same run."""
     def diff(key: str, p: str) -> float:
         return float(srv[key][p] - dr[key][p])
 
@@ -641,54 +720,81 @@ def show(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
              "itl_p50_ms": diff("itl_ms", "p50"), "itl_p99_ms": diff("itl_ms", "p99"),
              "token_lateness_p50_ms": diff("token_lateness_ms", "p50"),
              "token_lateness_p99_ms": diff("token_lateness_ms", "p99")}
-    targets = {"ttft_p50_ms": 5.0, "ttft_p99_ms": 20.0, "itl_p50_ms": 0.5, "itl_p99_ms": 2.0,
-               "token_lateness_p50_ms": 0.5, "token_lateness_p99_ms": 2.0}
     coalesce = srv["tokens"] / srv["frames"] if srv["frames"] else float("nan")
-    print("server-added (through server minus direct; 'late' = each token's arrival since the "
-          "request minus the nominal TTFT + j x ITL):")
+    print(f"\n{srv['name']}: server-added (minus direct; 'late' = each token's arrival since "
+          "the request minus the nominal TTFT + j x ITL):")
     for k, v in added.items():
-        verdict = "met" if v <= targets[k] else "NOT met"
+        verdict = "met" if v <= _TARGETS[k] else "NOT met"
         if k.startswith("itl") and coalesce > 1.05:
             verdict += " (frames coalesce tokens: compare token lateness)"
-        print(f"  {k:<24}{v:>+10.3f}   target <= {targets[k]}: {verdict}")
+        print(f"  {k:<24}{v:>+10.3f}   target <= {_TARGETS[k]}: {verdict}")
     if srv["ask_to_answer_start_ms"]:
         st = srv["ask_to_answer_start_ms"]
         rl = srv["answer_start_to_first_delta_ms"]
-        print(f"through server, TTFT split: ask -> answer_start (question durable in PostgreSQL) "
+        print(f"  TTFT split: ask -> answer_start (question durable in PostgreSQL) "
               f"p50 {st['p50']:.2f} / p99 {st['p99']:.2f} ms; answer_start -> first delta "
               f"p50 {rl['p50']:.2f} / p99 {rl['p99']:.2f} ms")
-
-    def per(cpu_s: float, n: int) -> float:
-        return cpu_s / n * 1e6 if n else float("nan")
-
-    srv_token = per(srv["server_cpu_s"], srv["tokens"])
-    srv_frame = per(srv["server_cpu_s"], srv["frames"])
-    sim_token = per(dr["sim_cpu_s"], dr["tokens"])
-    cli = {n: per(a["client_cpu_s"], a["tokens"]) for n, a in out.items()}
-    print(f"frames vs tokens: {srv['frames']} answer_delta frames for {srv['tokens']} tokens "
+    srv_token = _per(srv["server_cpu_s"], srv["tokens"])
+    srv_frame = _per(srv["server_cpu_s"], srv["frames"])
+    sim_token = _per(dr["sim_cpu_s"], dr["tokens"])
+    print(f"  frames vs tokens: {srv['frames']} answer_delta frames for {srv['tokens']} tokens "
           f"({coalesce:.2f} tokens per frame); direct: {dr['frames']} reads for "
           f"{dr['tokens']} tokens")
-    print(f"CPU per relayed chunk (upstream token): server {srv_token:.1f} us "
+    print(f"  CPU per relayed chunk (upstream token): server {srv_token:.1f} us "
           f"({srv_frame:.1f} us per frame sent; {srv['server_cpu_s']:.2f} s in all); baseline "
           f"simulator {sim_token:.1f} us per token in the direct arm "
-          f"({per(srv['sim_cpu_s'], srv['tokens']):.1f} us during the server arm); "
+          f"({_per(srv['sim_cpu_s'], srv['tokens']):.1f} us during this arm); "
           f"ratio {srv_token / sim_token:.1f}x")
-    print(f"matching the questions for scoring (the server's niced child process, not in the "
+    print(f"  matching the questions for scoring (the server's niced child process, not in the "
           f"figures above): {srv['background_cpu_s']:.2f} s of CPU; it needed "
-          f"{srv['background_s']:.2f} s after the through-server arm to catch up")
-    print(f"client CPU per token (load generator): direct {cli['direct']:.1f} us, "
-          f"through server {cli['server']:.1f} us")
-    summary = {"streams": args.streams, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
-               "tokens": args.tokens, "repeat": args.repeat, "stagger_ms": args.stagger_ms,
-               "same_question": args.same_question,
-               "direct": {k: v for k, v in dr.items() if k != "failures"},
-               "server": {k: v for k, v in srv.items() if k != "failures"},
-               "added": added, "server_us_per_token": srv_token,
-               "server_us_per_frame": srv_frame, "sim_us_per_token": sim_token,
-               "client_us_per_token": cli, "tokens_per_frame": coalesce}
-    for name, a in out.items():
+          f"{srv['background_s']:.2f} s after the arm to catch up")
+    print(f"  client CPU per token (load generator): direct "
+          f"{_per(dr['client_cpu_s'], dr['tokens']):.1f} us, this arm "
+          f"{_per(srv['client_cpu_s'], srv['tokens']):.1f} us")
+    return {"added": added, "server_us_per_token": srv_token, "server_us_per_frame": srv_frame,
+            "client_us_per_token": _per(srv["client_cpu_s"], srv["tokens"]),
+            "tokens_per_frame": coalesce}
+
+
+def show(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    dr = out["direct"]
+    print(f"\nmachine: {os.cpu_count()} cores; streams={args.streams} ttft={args.ttft_ms} ms "
+          f"itl={args.itl_ms} ms tokens={args.tokens} repeat={args.repeat} "
+          f"stagger={args.stagger_ms} ms same_question={args.same_question} "
+          f"client processes={args.client_procs} against={args.against}")
+    width = max(22, *(len(a["name"]) + 2 for a in out.values()))
+    print(f"{'ms':<{width}}{'TTFT p50':>10}{'TTFT p99':>10}{'ITL p50':>9}{'ITL p99':>9}"
+          f"{'late p50':>9}{'late p99':>9}{'streams':>8}{'failed':>7}{'frames':>8}{'tokens':>8}")
+    for a in out.values():
+        print(f"{a['name']:<{width}}{a['ttft_ms']['p50']:>10.2f}{a['ttft_ms']['p99']:>10.2f}"
+              f"{a['itl_ms']['p50']:>9.3f}{a['itl_ms']['p99']:>9.3f}"
+              f"{a['token_lateness_ms']['p50']:>9.3f}{a['token_lateness_ms']['p99']:>9.3f}"
+              f"{a['streams']:>8}{a['failed']:>7}{a['frames']:>8}{a['tokens']:>8}")
+    summary: dict[str, Any] = {
+        "streams": args.streams, "ttft_ms": args.ttft_ms, "itl_ms": args.itl_ms,
+        "tokens": args.tokens, "repeat": args.repeat, "stagger_ms": args.stagger_ms,
+        "same_question": args.same_question, "against": args.against,
+        "sim_us_per_token": _per(dr["sim_cpu_s"], dr["tokens"]),
+        "client_us_per_token": {"direct": _per(dr["client_cpu_s"], dr["tokens"])},
+    }
+    for key, a in out.items():
+        summary[key] = {k: v for k, v in a.items() if k != "failures"}
+        if key != "direct":
+            figures = show_server(a, dr)
+            summary["client_us_per_token"][key] = figures.pop("client_us_per_token")
+            if key == "server":
+                summary |= figures  # the keys earlier runs recorded
+            else:
+                summary[key] |= figures
+    if "against" in out:
+        mine, theirs = summary["server_us_per_token"], summary["against"]["server_us_per_token"]
+        print(f"\nA/B, server CPU per relayed token: {out['server']['name']} {mine:.1f} us, "
+              f"{out['against']['name']} {theirs:.1f} us: the latter spends "
+              f"{(theirs - mine) / mine * 100:+.1f} % against the former")
+        summary["against_cpu_change_pct"] = (theirs - mine) / mine * 100
+    for a in out.values():
         if a["failures"]:
-            print(f"{name} failures (first 5): {a['failures']}")
+            print(f"{a['name']} failures (first 5): {a['failures']}")
     print(json.dumps(summary), flush=True)
     return summary
 
@@ -699,14 +805,18 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=100.0)
     parser.add_argument("--itl-ms", type=float, default=20.0)
     parser.add_argument("--tokens", type=int, default=32, help="tokens per reply")
-    parser.add_argument("--repeat", type=int, default=3, help="measured rounds of both arms")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds of both arms")
+    parser.add_argument("--repeat", type=int, default=3, help="measured rounds of every arm")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds of every arm")
     parser.add_argument("--stagger-ms", type=float, default=0.0,
                         help="spread the asks evenly over this window (0: all at once)")
     parser.add_argument("--same-question", action="store_true",
                         help="ask one text every time (the server's matcher caches it)")
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between arms")
+    parser.add_argument("--against", metavar="REF_OR_DIR",
+                        help="a second server under test, run from this git ref (exported "
+                             "with git archive) or directory, alternating with this tree's "
+                             "server in the same run against the same simulator")
     args = parser.parse_args()
     if args.warmup < 1:
         parser.error("--warmup must be at least 1: the direct arm replays the server's request")

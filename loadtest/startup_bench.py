@@ -10,8 +10,16 @@ first start that is not counted) and measures, from the moment the process is sp
   connections, asks one question and submits; the time until `scored` arrives. A
   submission waits until its questions are matched, so this is what a contestant
   pays for the matching process still loading;
+- eager submit to scored: the same student's time from `submit` to `scored` alone (the
+  first submission after a restart);
 - submit to scored after ready: a second student who starts once `/readyz` says ready
   (while the eager one may still wait); the time from `submit` to `scored` alone.
+
+`--cases N` serves a library of N cases instead of the tree's `cases/`: those, the
+evaluation cases of other authors (loadtest/eval/cases), and copies of them to make up N,
+each with a new id and one fact's answer changed (so each has its own facts hash and
+embedding cache file; the copies share most texts, so a cold cache embeds less than N
+distinct cases would).
 
 Then the server is stopped (SIGTERM, or SIGKILL with --kill, which makes the next start
 deal with the orphaned services) and started again. With embeddings, each tree runs twice
@@ -22,7 +30,8 @@ start after a case changed, or a new data folder). The same runs with EMBEDDINGS
 this project (e.g. the previous commit, `git archive HEAD | tar -x -C DIR`) run with
 this venv, restarted in turn with this one so both see the same machine load.
 
-    .venv/bin/python -m loadtest.startup_bench [--runs 3] [--kill] [--baseline DIR]
+    .venv/bin/python -m loadtest.startup_bench [--runs 3] [--kill] [--baseline DIR] [--cases N]
+        [--warm-only]
 """
 
 from __future__ import annotations
@@ -110,15 +119,32 @@ def _kill_leftovers(data: Path) -> None:
             pass
 
 
+def make_library(root: Path, n: int, folder: Path) -> Path:
+    """`n` valid cases in `folder` (see the module docstring)."""
+    sources = sorted((root / "cases").glob("*.json")) + sorted(
+        (root / "loadtest" / "eval" / "cases").glob("*.json"))
+    for path in sources[:n]:
+        shutil.copy(path, folder)
+    for i in range(n - min(n, len(sources))):
+        case = msgspec.json.decode(sources[i % len(sources)].read_bytes())
+        case["id"] = f"bench{i:03d}"
+        case["facts"][0]["answer"] += f"（{i}）"
+        (folder / f"bench{i:03d}.json").write_bytes(msgspec.json.encode(case))
+    return folder
+
+
 class Run:
-    def __init__(self, root: Path, data: Path, embeddings: bool, cold: bool = False) -> None:
+    def __init__(
+        self, root: Path, data: Path, embeddings: bool, cold: bool = False,
+        cases: Path | None = None,
+    ) -> None:
         self.root = root
         self.cold = cold
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items()
                     if k.upper() not in SETTING_NAMES and k != "XDG_RUNTIME_DIR"}
-        self.env.update(DATA_DIR=str(data), CASES_DIR=str(root / "cases"),
+        self.env.update(DATA_DIR=str(data), CASES_DIR=str(cases or root / "cases"),
                         EMBEDDINGS="1" if embeddings else "0", ADMIN_PASSWORD="bench-password")
         self.data = data
         self.log = data / "up.log"
@@ -143,8 +169,9 @@ class Run:
             out["listening"] = time.perf_counter() - t0
 
             def eager() -> None:
-                _practice(self.base, timeout)
+                took = _practice(self.base, timeout)
                 out["first scored, eager"] = time.perf_counter() - t0
+                out["eager submit to scored"] = took
 
             student = threading.Thread(target=eager)
             student.start()
@@ -169,21 +196,32 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT, help="the project tree to run")
     ap.add_argument("--baseline", type=Path, action="append", default=[],
                     help="another tree, restarted in turn with --root (same machine load)")
+    ap.add_argument("--warm-only", action="store_true",
+                    help="with embeddings, skip the cold-cache restarts")
+    ap.add_argument("--cases", type=int, default=0,
+                    help="serve this many cases (see the module docstring)")
     args = ap.parse_args()
     roots = [r.resolve() for r in (args.root, *args.baseline)]
-    cases = len(list((args.root / "cases").glob("*.json")))
+    library: Path | None = None
+    if args.cases:
+        library = make_library(args.root, args.cases, Path(tempfile.mkdtemp(
+            prefix="startup-bench-cases-")))
+    cases = len(list((library or args.root / "cases").glob("*.json")))
     print(f"{cases} cases, {args.runs} restarts each, trees in turn, stopped by "
           f"{'SIGKILL' if args.kill else 'SIGTERM'}; seconds, median (min-max)")
     for embeddings in (True, False):
-        variants = [(root, cold) for root in roots for cold in ((True, False) if embeddings
-                                                                 else (False,))]
+        colds = (True, False) if embeddings and not args.warm_only else (False,)
+        variants = [(root, cold) for root in roots for cold in colds]
         with contextlib.ExitStack() as stack:
             runs = [Run(root, Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="startup-bench-"))), embeddings, cold) for root, cold in variants]
+                prefix="startup-bench-"))), embeddings, cold, library)
+                for root, cold in variants]
             for run in runs:  # runs before the folder is removed
                 stack.callback(_kill_leftovers, run.data)
             for run in runs:
-                run.once(kill=False)  # first start: initdb, migrations, admin account
+                # First start: initdb, migrations, admin account, and the embedding cache,
+                # the intent bank's included (minutes of CPU on a busy 2-core machine).
+                run.once(kill=False, timeout=900)
             results: list[list[dict[str, float]]] = [[] for _ in runs]
             for _ in range(args.runs):
                 for run, got in zip(runs, results, strict=True):
@@ -198,6 +236,8 @@ def main() -> None:
                     xs = [r[key] for r in got]
                     print(f"  {key:30s} {statistics.median(xs):7.3f}  "
                           f"({min(xs):.3f}-{max(xs):.3f})")
+    if library is not None:
+        shutil.rmtree(library, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,11 @@ class Hello(ClientMessage, tag="hello"):
     # Last channel sequence number seen per channel, so a reconnecting client gets
     # what it missed (or a `reload` when the gap is older than the history kept).
     since: Annotated[dict[str, int], msgspec.Meta(max_length=8)] = {}
+    # The epoch each `since` number counts in (channel -> the `epoch` of the messages it
+    # came from). A channel whose epoch changed since (Redis lost it) gets `reload`, never
+    # a replay; a number without an epoch is replayed by number alone (older clients).
+    epoch: Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=32)]],
+                     msgspec.Meta(max_length=8)] = {}
     # With a judge's or organizer's token: practise (any case, drafts and cases reserved
     # by a round included) instead of watching.
     practice: bool = False
@@ -112,9 +117,11 @@ class ServerMessage(msgspec.Struct, tag_field="type", kw_only=True, omit_default
     # encoded once and have them spliced in front (see hub.Connection.send_body).
     seq: int = 0
     t: float = 0.0  # server time, ms since the epoch
-    # Set on messages that travel on a channel with history: its name and sequence number.
+    # Set on messages that travel on a channel with history: its name and sequence number,
+    # and the epoch the number counts in (a new one after Redis lost the channel).
     ch: str = ""
     cseq: int = 0
+    epoch: str = ""
 
 
 Role = Literal["student", "contestant", "judge", "organizer", "spectator"]

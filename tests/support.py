@@ -65,7 +65,10 @@ def running_server(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    # The server listens once its case library and matchers are built; the first server of
+    # a session also embeds the intent bank (about a minute of CPU on a busy two-core host;
+    # later ones read it from the data folder's cache).
+    deadline = time.monotonic() + 180
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server did not start")

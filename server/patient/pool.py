@@ -1,195 +1,278 @@
-"""Background: matching questions for scoring, in a low-priority child process.
+"""The matching pool: questions matched for scoring in a low-priority worker process.
 
-Matching a question embeds it and segments it with jieba: 3-5 ms of CPU, most of it
-pure Python. The patient's answer does not need it and the score is only computed at
-submission, so it runs here, in one child process (`python -m server.patient.pool`)
-that loads the same case library and then runs at nice 19 (it loads at the server's
-priority: until it has loaded the server is not ready, and a busy machine starved a
-load at nice 19 for tens of seconds). A thread was tried first: it held the GIL for up
-to the 5 ms switch interval at a time, so a burst of questions stalled the event loop
-that relays the answers, and a niced thread holding the GIL is a priority inversion. A
-process shares nothing with the loop but the CPU, and the kernel gives it only what the
-server, PostgreSQL and Valkey leave idle.
+Matching a question embeds it and segments it with jieba: milliseconds of CPU, most of
+it pure Python. The patient's answer does not need it and the score is only computed at
+submission, so it runs in a `concurrent.futures.ProcessPoolExecutor` of one worker at
+nice 19. A thread was tried first: it held the GIL for up to the 5 ms switch interval
+at a time, so a burst of questions stalled the event loop that relays the answers, and
+a niced thread holding the GIL is a priority inversion. A process shares nothing with
+the loop but the CPU, and the kernel gives it only what the server, PostgreSQL and
+Valkey leave idle.
 
-The child speaks JSON lines on stdin/stdout: a request per line, a reply per line in
-the same order, after a first reply with id 0 once it has loaded the library: until
-then a match would wait seconds, so `/readyz` says not ready (`check`). Writes are
-buffered by the transport, so a burst of 500 questions never blocks the loop. If the
-child dies its pending matches fail (the turns stay unmatched and are matched again when
-the contestant rejoins) and the next request, or the next readiness probe, starts a new
-child. `arena_background_backlog` shows how far behind it is.
+Start-up is where the time went (docs/benchmarks.md, restart): a worker that imported
+the server, loaded jieba's dictionary, the intent bank and the e5 model and built every
+case's matcher took seconds, while the server did the same again. Now `start` does it
+once, in the server, before it listens (the scripted patient needs the matchers too),
+and forks the worker from it, which has everything at once, shared copy-on-write. A fork
+is only safe while the server has one thread: a worker started later (after one died),
+or beside other threads (a test server), is spawned instead and loads for itself.
+
+`check` says not ready (for `/readyz`) until the worker has answered a first request,
+and starts a new worker when the last one died. A match the dead worker held is tried
+once more on a new one, then fails (`MatcherGone`: the turn stays unmatched and is
+matched again when the contestant rejoins). The worker exits when the server does, even
+after a `kill -9`. `arena_background_backlog` shows how far behind it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import multiprocessing
 import os
-import sys
+import signal
+import threading
+import warnings
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from arena.cases import Case
 from server.metrics import BACKGROUND_BACKLOG
+from server.services.library import Library
 
 log = logging.getLogger(__name__)
 
 NICE = 19  # only what everything else leaves idle
 
 
-class MatchRequest(msgspec.Struct, array_like=True):
-    id: int
-    case_id: str
-    question: str
-    topic: tuple[str, ...]
-
-
-class MatchReply(msgspec.Struct, array_like=True):
-    id: int
-    fact_ids: tuple[str, ...] = ()
-    error: str = ""
-
-
 class MatcherGone(Exception):
     """The matching process stopped, or could not match, before it answered."""
 
 
+class _WorkerDied(MatcherGone):
+    """The worker died holding the request (or before it took it)."""
+
+
+class _Source(msgspec.Struct, frozen=True):
+    """What a spawned worker needs to build the library the server has (a forked one
+    inherits the library itself)."""
+
+    cases: bytes  # the server's decoded cases, re-encoded: not re-read from the folder
+    embeddings: bool
+    cache_dir: str  # "" = no disk cache
+
+    def library(self) -> Library:
+        cases = msgspec.json.decode(self.cases, type=list[Case])
+        cache = Path(self.cache_dir) if self.cache_dir else None
+        return Library(cases, "auto" if self.embeddings else None, cache)
+
+
 class Background:
-    def __init__(
-        self, cases_dir: Path, *, embeddings: bool, cache_dir: Path | None = None,
-    ) -> None:
-        # "" = no embedding cache (an argv entry cannot be None).
-        self._args = (str(cases_dir), "1" if embeddings else "0", str(cache_dir or ""))
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[tuple[str, ...]]] = {}
-        self._encode = msgspec.json.Encoder().encode
-        self._starting = asyncio.Lock()
-        self._loaded = False  # the running child has said it loaded the library
+    """Question matching for scoring, in a worker process (see the module docstring)."""
+
+    def __init__(self, library: Library, *, nice: int = NICE) -> None:
+        self._library = library
+        self._nice = nice
+        self._executor: ProcessPoolExecutor | None = None
+        self._ready: asyncio.Future[None] | None = None  # the worker's first answer
         self._closed = False
 
-    async def start(self) -> None:
-        """Start the child now, so that it loads the library while the server starts.
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        procs = _processes(self._executor)
+        return procs[0].pid if procs else None
 
-        `_proc` is cleared only when the reader has seen the child's output end (and
-        failed what it held), so a new child never starts with old requests pending."""
-        if self._proc is not None:
+    async def start(self) -> None:
+        """Start the worker if none is running. The first start builds every matcher
+        here, blocking the loop for a second or more: call it before the server listens."""
+        if self._closed:
+            raise MatcherGone("the server is stopping")
+        if _dead(self._executor):
+            self._drop(self._executor)  # died since: replaced now, not at the next failure
+        if self._executor is not None:
             return
-        async with self._starting:
-            if self._proc is not None:
-                return
-            if self._closed:
-                raise MatcherGone("the server is stopping")
-            self._loaded = False
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server.patient.pool", *self._args,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                limit=1 << 20,
+        matchers = self._library.matchers
+        # jieba's dictionary, the intent bank, the e5 model and every case's matcher, on
+        # this thread (so that a fork below is still safe): the server needs them too, and
+        # a forked worker inherits them. At once after the first start.
+        matchers.warm()
+        source: Library | _Source
+        if _single_threaded():
+            context, source = "fork", self._library  # inherited, never pickled
+        else:  # a fork now could inherit a lock another thread holds
+            context, source = "spawn", _Source(
+                msgspec.json.encode(list(self._library.cases.values())), matchers.embeds,
+                str(matchers.cache_dir or ""),
             )
-            self._reader = asyncio.create_task(
-                self._read(self._proc), name="arena-matcher-replies"
-            )
+        self._executor = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context(context),
+            initializer=_load, initargs=(source, self._nice),
+        )
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of any fork while the process has another OS thread;
+            # here the only one is OpenBLAS's (see _single_threaded). The first submit forks.
+            warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
+            self._ready = self._submit(_ping)
 
     async def check(self) -> str | None:
-        """None once a child has loaded the library, else why not (for /readyz).
-
-        A child that died is replaced here, so a probe brings matching back before the
-        next submission has to wait for it."""
+        """None once the worker answers, else why not (for /readyz). A worker that died
+        is replaced here, so a probe brings matching back before a submission needs it."""
         if self._closed:
             return "题目匹配已停止 (question matching stopped)"
         await self.start()
-        if not self._loaded:
+        ready = self._ready
+        if ready is not None and ready.done() and ready.exception() is not None:
+            self._drop(self._executor)
+            await self.start()
+            ready = self._ready
+        if ready is None or not ready.done():
             return "题目匹配正在加载病例库 (question matching is loading the case library)"
         return None
 
     async def match(self, case_id: str, question: str, topic: tuple[str, ...]) -> tuple[str, ...]:
         """The facts `question` asks about, as `QuestionMatcher.match` finds them."""
-        await self.start()
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        rid = next(self._ids)
-        fut: asyncio.Future[tuple[str, ...]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
         BACKGROUND_BACKLOG.inc()
         try:
-            proc.stdin.write(self._encode(MatchRequest(rid, case_id, question, topic)) + b"\n")
-            return await fut
+            try:
+                await self.start()
+                return await self._submit(_match, case_id, question, topic)
+            except _WorkerDied:
+                # Once more, on a new worker: the request may have reached the last one in
+                # the moment between its death and the executor noticing it.
+                await self.start()
+                return await self._submit(_match, case_id, question, topic)
         finally:
             BACKGROUND_BACKLOG.dec()
-            self._pending.pop(rid, None)
 
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        decode = msgspec.json.Decoder(MatchReply).decode
+    def _submit(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """`fn(*args)` in the worker, as an asyncio future that fails only with MatcherGone."""
+        executor = self._executor
+        assert executor is not None
+        loop = asyncio.get_running_loop()
+        out: asyncio.Future[Any] = loop.create_future()
         try:
-            while line := await proc.stdout.readline():
-                reply = decode(line)
-                if reply.id == 0:
-                    self._loaded = self._proc is proc
-                    continue
-                fut = self._pending.get(reply.id)
-                if fut is None or fut.done():
-                    continue
-                if reply.error:
-                    fut.set_exception(MatcherGone(reply.error))
-                else:
-                    fut.set_result(reply.fact_ids)
-        except (OSError, ValueError, msgspec.DecodeError):
-            log.exception("reading the matching process failed")
-        if self._proc is proc:
-            log.error("the matching process stopped; pending matches fail")
-            self._proc = None
-        # Every request still pending was written to this child (or the server is closing).
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(MatcherGone("matching process stopped"))
+            done = executor.submit(fn, *args)
+        except (BrokenProcessPool, RuntimeError) as exc:  # died, or shut down
+            self._drop(executor)
+            raise _WorkerDied(f"matching process stopped ({exc})") from exc
+
+        def settle(done: Future[Any]) -> None:
+            if out.done():  # the caller stopped waiting
+                return
+            if done.cancelled():
+                out.set_exception(MatcherGone("the server is stopping"))
+            elif isinstance(exc := done.exception(), BrokenProcessPool):
+                self._drop(executor)
+                out.set_exception(_WorkerDied("matching process stopped"))
+            elif exc is not None:  # one bad request; the worker goes on
+                out.set_exception(MatcherGone(f"{type(exc).__name__}: {exc}"))
+            else:
+                out.set_result(done.result())
+
+        def relay(done: Future[Any]) -> None:  # on the executor's thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, done)
+
+        done.add_done_callback(relay)
+        return out
+
+    def _drop(self, executor: ProcessPoolExecutor | None) -> None:
+        """Forget `executor` (its worker died or failed to load); the next call starts one."""
+        if executor is None or executor is not self._executor:
+            return
+        log.error("the matching process stopped; pending matches fail")
+        self._executor, self._ready = None, None
+        procs = _processes(executor)
+        executor.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            with contextlib.suppress(OSError, ValueError):
+                p.kill()
 
     async def close(self) -> None:
         self._closed = True
-        proc, self._proc = self._proc, None
-        if proc is None:
+        executor, self._executor = self._executor, None
+        if executor is None:
             return
-        if proc.stdin is not None:
-            proc.stdin.close()  # end of input: the child exits after its current match
-        try:
-            # Mid-load it may not read the end for seconds: a test server stops sooner.
-            async with asyncio.timeout(1.0):
-                await proc.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            await self._reader
+        procs = _processes(executor)
+        executor.shutdown(wait=False, cancel_futures=True)  # it exits after its current match
+        # Mid-load it may not read the end for seconds: a test server stops sooner.
+        await asyncio.to_thread(_reap, procs, 1.0)
 
 
-def _serve(cases_dir: str, embeddings: bool, cache_dir: str = "") -> None:
-    """The child: load the library as the server does, then match a line at a time."""
-    from server.services.library import Library  # only the child loads it a second time
+def _single_threaded() -> bool:
+    """Whether a fork is safe: no other Python thread can hold a lock the worker needs.
+    (numpy's OpenBLAS has a native thread of its own, and re-creates its pool in a child
+    through pthread_atfork.)"""
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
-    library = Library.load(
-        Path(cases_dir), "auto" if embeddings else None, Path(cache_dir) if cache_dir else None,
-    )
+
+def _dead(executor: ProcessPoolExecutor | None) -> bool:
+    """Whether `executor`'s worker has died. The executor's own thread marks it broken;
+    before it has, the worker's exit is seen here first."""
+    if executor is None:
+        return False
+    return bool(executor._broken) or any(not p.is_alive() for p in _processes(executor))
+
+
+def _processes(executor: ProcessPoolExecutor | None) -> list[BaseProcess]:
+    # The executor keeps its workers private; their liveness is what readiness needs.
+    return list(executor._processes.values()) if executor is not None else []
+
+
+def _reap(procs: list[BaseProcess], timeout: float) -> None:
+    for p in procs:
+        p.join(timeout)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+
+
+# ---- in the worker ------------------------------------------------------------------
+
+_library: Library | None = None
+
+
+def _load(source: Library | _Source, nice: int) -> None:
+    """The worker's initializer: every matcher built, then nice."""
+    global _library
+    # A forked worker has the server's signal handlers and its event loop's wakeup fd: a
+    # signal here must neither wake the server's loop nor run its shutdown. Ctrl-C is
+    # the server's to handle; it stops the worker.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_exit_with_parent, name="arena-pool-orphan", daemon=True).start()
+    library = source if isinstance(source, Library) else source.library()
+    # A spawned worker builds every matcher here, at the server's priority: until then the
+    # server is not ready, and a busy machine starved such a load at nice 19 for tens of
+    # seconds. A forked one has them.
+    library.matchers.warm()
     with contextlib.suppress(OSError):
-        os.nice(NICE)
-    out = sys.stdout.buffer
-    encode = msgspec.json.Encoder().encode
-    out.write(encode(MatchReply(0)) + b"\n")  # loaded: matches are answered at once now
-    out.flush()
-    decode = msgspec.json.Decoder(MatchRequest).decode
-    for line in sys.stdin.buffer:
-        req = decode(line)
-        try:
-            matches = library.matchers[req.case_id].match(req.question, topic=req.topic)
-            reply = MatchReply(req.id, tuple(m.fact_id for m in matches))
-        except Exception as exc:  # one bad request must not end the child
-            reply = MatchReply(req.id, error=f"{type(exc).__name__}: {exc}")
-        out.write(encode(reply) + b"\n")
-        out.flush()
+        os.nice(nice)
+    _library = library
 
 
-if __name__ == "__main__":
-    _serve(sys.argv[1], sys.argv[2] == "1", sys.argv[3] if len(sys.argv) > 3 else "")
+def _exit_with_parent() -> None:
+    """Exit when the server does, however it stopped: a worker waiting for requests on
+    a queue whose writing end it holds itself would otherwise outlive a `kill -9`."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(0)
+
+
+def _ping() -> None:
+    """Answered once the initializer has run: the worker is ready."""
+
+
+def _match(case_id: str, question: str, topic: tuple[str, ...]) -> tuple[str, ...]:
+    assert _library is not None
+    matches = _library.matchers[case_id].match(question, topic=topic)
+    return tuple(m.fact_id for m in matches)

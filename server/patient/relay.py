@@ -384,7 +384,7 @@ class Generation:
 
 
 class Relay:
-    """The patient engine the server holds (`Resources.engine`): the configured engine
+    """The patient engine the server holds (`Context.engine`): the configured engine
     plus the gate, breaker, fallback and guard around it."""
 
     def __init__(

@@ -1,16 +1,22 @@
-"""The LLM client's connections: HTTP/1.1 keep-alive pool under `AsyncOpenAI`.
+"""The LLM endpoint over HTTP: the one module that knows its contract.
 
-`UpstreamPool` is an httpx2 transport, so the SDK still builds every request, maps
-HTTP errors and timeouts, and our code keeps talking to one shared `AsyncOpenAI`
-client. Underneath, each connection is an `asyncio.Protocol` with httptools' C parser
-(the one uvicorn serves with): a streamed response costs one callback per socket read
-and one future per wait. Under httpx's own pool (httpcore, anyio, h11) the relay
-spent 100-170 us of CPU per token in all at 500 streams; over this one, 64-84 us
-(docs/benchmarks.md). The relay reads the body straight
-from `Body`, which the response carries in its extensions (httpcore exposes its
-socket the same way).
+What goes over the wire is decided here: the streamed chat-completion request, the
+statuses worth another attempt, the server-sent events of the answer and the error
+events among them, and the connections that carry them. server/patient/llm.py asks for
+an answer (`Upstream.open`) and reads decoded `Chunk`s, or a `Broken` naming what failed.
 
-What it does not do, because an LLM endpoint does not need it: HTTP/2, proxies,
+The SDK (`AsyncOpenAI`) still builds every request and maps HTTP errors and timeouts
+before a stream starts; underneath it, `UpstreamPool` is an httpx2 transport of our own
+whose connections are `asyncio.Protocol`s with httptools' C parser (the one uvicorn
+serves with): a streamed response costs one callback per socket read and one future per
+wait. `SseStream` reads the body straight from the connection (`Body`, handed over in the
+response's extensions, as httpcore exposes its socket), every byte that has arrived per
+await, and decodes each event with msgspec into the few fields the relay reads. Whether
+this pool earns its place over the SDK's own aiohttp transport is for a same-run A/B in
+loadtest/relay_bench.py to show (more than 10 % of server CPU per relayed token, or it
+goes); docs/benchmarks.md says where that measurement stands.
+
+What the pool does not do, because an LLM endpoint does not need it: HTTP/2, proxies,
 pipelining, request bodies streamed in parts, 1xx responses other than being skipped.
 
 Timeouts come per request from httpx2 (`connect`, `read`, `pool`): `read` is the
@@ -23,11 +29,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, Literal, cast
 
 import httptools
 import httpx2
+import msgspec
+import openai
+
+from server.settings import Settings
 
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -343,3 +353,207 @@ def _serialise(request: httpx2.Request, content: bytes) -> bytes:
         lines += (name, b": ", value, b"\r\n")
     lines += (b"\r\n", content)
     return b"".join(lines)
+
+
+# ---------------------------------------------------------------- the answer, as chunks
+
+BrokenKind = Literal["connect", "timeout", "http", "stream_error", "dropped"]
+
+# Worth another attempt before the first token: the endpoint may be restarting or overloaded.
+_RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class Broken(Exception):
+    """The endpoint could not give (the rest of) an answer: what failed, in its terms."""
+
+    def __init__(self, kind: BrokenKind, detail: str, status: int | None = None) -> None:
+        self.kind: BrokenKind = kind
+        self.detail = detail
+        self.status = status
+        super().__init__(detail)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a second request may succeed (the engine asks only before any text)."""
+        if self.kind == "http":
+            return self.status in _RETRY_STATUSES
+        # A read timeout before the first token means an overloaded engine: a second
+        # request would only add to its queue and double the contestant's wait.
+        return self.kind in ("connect", "stream_error", "dropped")
+
+
+def _request_broken(exc: openai.APIError) -> Broken:
+    """A failure before the response started streaming."""
+    if isinstance(exc.__cause__, httpx2.ConnectTimeout):
+        # Unlike a slow answer, a lost connection attempt says nothing about load: retry it.
+        return Broken("connect", f"connect timeout ({exc.__cause__!r})")
+    if isinstance(exc, openai.APITimeoutError):
+        return Broken("timeout", exc.message)
+    if isinstance(exc, openai.APIConnectionError):
+        return Broken("connect", f"{exc.message} ({exc.__cause__!r})")
+    if isinstance(exc, openai.APIStatusError):
+        return Broken("http", exc.message, exc.status_code)
+    return Broken("stream_error", exc.message)
+
+
+# A streamed chat completion chunk, only the fields the relay reads (msgspec skips the
+# rest without building them): decoding one costs ~2 us, the SDK's path ~40 us.
+class ChunkDelta(msgspec.Struct):
+    content: str | None = None
+
+
+class Choice(msgspec.Struct):
+    delta: ChunkDelta | None = None
+    finish_reason: str | None = None
+
+
+class TokenDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class ChunkUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_details: TokenDetails | None = None
+
+
+class Chunk(msgspec.Struct):
+    choices: list[Choice] = []
+    usage: ChunkUsage | None = None
+    error: Any = None  # an error event after HTTP 200 (vLLM, Ollama, proxies)
+
+
+_decode_chunk = msgspec.json.Decoder(Chunk).decode
+_encode_body = msgspec.json.Encoder().encode
+
+
+class SseStream(openai.AsyncStream[object]):
+    """The response of a streamed request as decoded chunks, for the relay's hot path.
+
+    From the first byte on, the body is split into server-sent events here and each
+    decoded straight into `Chunk`. The SDK's own iterator (a line decoder, `json.loads`
+    and a dict per token, then its own generators around the body) was a third of the
+    relay's CPU per token.
+    """
+
+    def __init__(self, *, response: httpx2.Response, **_: object) -> None:
+        self.response = response  # AsyncStream.close() closes it
+
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """The answer's chunks until `[DONE]`; raises Broken."""
+        buf = b""
+        done = False
+        # UpstreamPool puts the body in the extensions: each read hands over every byte
+        # that has arrived, with no iterator layers between.
+        source = self.response.extensions["arena_body"]
+        assert isinstance(source, Body)
+        try:
+            while data := await source.read():
+                if done:  # the rest of the body, read so the connection can be reused
+                    continue
+                buf += data
+                if b"\r" in buf:
+                    buf = buf.replace(b"\r\n", b"\n")
+                *events, buf = buf.split(b"\n\n")
+                for event in events:
+                    payload, name = _sse_data(event)
+                    if payload is None:
+                        continue
+                    if payload.startswith(b"[DONE]"):
+                        done = True
+                        break
+                    try:
+                        chunk = _decode_chunk(payload)
+                    except msgspec.MsgspecError as exc:
+                        raise Broken("stream_error", f"bad chunk: {exc}") from exc
+                    if name == "error" or chunk.error is not None:
+                        raise Broken("stream_error", _error_message(chunk.error))
+                    yield chunk
+        except httpx2.TimeoutException as exc:
+            raise Broken("timeout", f"no data for the read timeout ({exc!r})") from exc
+        except httpx2.TransportError as exc:
+            raise Broken("dropped", repr(exc)) from exc
+        finally:
+            await source.aclose()  # not left to the garbage collector (see OpenAIEngine.stream)
+
+
+def _sse_data(event: bytes) -> tuple[bytes | None, str]:
+    """One event's data (None: a comment or keep-alive) and its name."""
+    if event.startswith(b"data:") and b"\n" not in event:  # what vLLM and Ollama send
+        return event[5:].lstrip(b" "), ""
+    data: list[bytes] = []
+    name = ""
+    for line in event.split(b"\n"):
+        field, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    return (b"\n".join(data) if data else None), name
+
+
+def _error_message(error: object) -> str:
+    message = error.get("message") if isinstance(error, dict) else error
+    return message if isinstance(message, str) and message else "error event in the stream"
+
+
+class Upstream:
+    """The endpoint for one process: a shared `AsyncOpenAI` client over `UpstreamPool`,
+    holding up to `llm_max_connections` kept-alive connections, one per concurrent stream."""
+
+    def __init__(self, settings: Settings, *, temperature: float) -> None:
+        self.model = settings.llm_model
+        self._max_tokens = settings.llm_max_tokens
+        self._temperature = temperature
+        self._priority = settings.llm_priority
+        self._check_timeout = settings.llm_connect_timeout
+        # Read = the longest silence allowed between streamed chunks (and before the first).
+        timeout = httpx2.Timeout(settings.llm_read_timeout, connect=settings.llm_connect_timeout)
+        pool = UpstreamPool(max_connections=settings.llm_max_connections)
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            max_retries=0,  # the engine retries, and only before the first token
+            timeout=timeout,
+            # DefaultAsyncHttpxClient keeps the SDK's other defaults (redirects).
+            http_client=openai.DefaultAsyncHttpxClient(timeout=timeout, transport=pool),
+        )
+
+    def request(self, messages: Sequence[Any]) -> bytes:
+        """One answer's request body, encoded once for every attempt (msgspec is faster
+        than the SDK's json.dumps)."""
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": self._max_tokens,
+            "temperature": self._temperature,
+        }
+        if self._priority is not None:
+            body["priority"] = self._priority  # vLLM --scheduling-policy priority
+        return _encode_body(body)
+
+    async def open(self, payload: bytes) -> SseStream:
+        """Send the request; the response once its head has arrived. Raises Broken."""
+        try:
+            stream = await self._client.post(
+                "/chat/completions", cast_to=object, content=payload, stream=True,
+                stream_cls=SseStream,
+            )
+        except openai.APIError as exc:
+            raise _request_broken(exc) from exc
+        assert isinstance(stream, SseStream)
+        return stream
+
+    async def models(self) -> list[str]:
+        """The model ids the endpoint serves. Raises Broken."""
+        try:
+            page = await self._client.with_options(timeout=self._check_timeout).models.list()
+        except openai.APIError as exc:
+            raise _request_broken(exc) from exc
+        return [m.id for m in page.data]
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -35,6 +35,8 @@ from arena.errors import (
     Unauthorized,
 )
 from arena.roster import RosterRow, normalize_join_code
+from server.store import accounts as store
+from server.store import competitions
 
 Role = Literal["organizer", "judge", "contestant", "spectator"]
 StaffRole = Literal["organizer", "judge"]
@@ -160,24 +162,13 @@ class Accounts:
             raise BadRequest(f"未知的账号角色：{role}。", f"Unknown account role: {role}.")
         display_name = " ".join(display_name.split())[:64]
         encoded = await asyncio.to_thread(hash_password, password)
-        try:
-            await self.pool.execute(
-                "INSERT INTO accounts (username, role, display_name, password_hash)"
-                " VALUES ($1, $2, $3, $4)",
-                username, role, display_name, encoded,
-            )
-        except asyncpg.UniqueViolationError:
-            raise BadRequest(
-                f"用户名已存在：{username}。", f"Username already exists: {username}."
-            ) from None
+        if not await store.add_account(self.pool, username, role, display_name, encoded):
+            raise BadRequest(f"用户名已存在：{username}。", f"Username already exists: {username}.")
 
     async def set_password(self, username: str, password: str) -> None:
         """Replace a password; NotFound for an unknown user."""
         encoded = await asyncio.to_thread(hash_password, password)
-        status = await self.pool.execute(
-            "UPDATE accounts SET password_hash = $2 WHERE username = $1", username, encoded
-        )
-        if status == "UPDATE 0":
+        if not await store.set_password_hash(self.pool, username, encoded):
             raise NotFound(f"用户不存在：{username}。", f"No such user: {username}.")
 
     async def login(self, username: str, password: str) -> tuple[StaffRole, str]:
@@ -188,10 +179,7 @@ class Accounts:
         """
         row = None
         if _USERNAME.match(username):
-            row = await self.pool.fetchrow(
-                "SELECT role, display_name, password_hash FROM accounts WHERE username = $1",
-                username,
-            )
+            row = await store.account(self.pool, username)
         stored = row["password_hash"] if row is not None else None
         ok = await asyncio.to_thread(lambda: verify_password(password, stored or _dummy_hash()))
         if row is None or not ok:
@@ -199,7 +187,7 @@ class Accounts:
         return row["role"], row["display_name"]
 
     async def count(self, role: StaffRole) -> int:
-        return int(await self.pool.fetchval("SELECT count(*) FROM accounts WHERE role = $1", role))
+        return await store.count_accounts(self.pool, role)
 
 
 # --- competitions and rosters --------------------------------------------------------------
@@ -223,9 +211,6 @@ class Contestant(msgspec.Struct, frozen=True, kw_only=True):
     redeemed: bool
 
 
-_CONTESTANT_COLUMNS = (
-    "id, competition_id, name, school, team, email, join_code, redeemed_at IS NOT NULL AS redeemed"
-)
 _MAX_CODE_TRIES = 20  # a collision is ~1 in 10^7 per code; 20 rounds in a row means a bug
 
 
@@ -255,21 +240,14 @@ class Roster:
         title = " ".join(title.split())
         if not 1 <= len(title) <= 100:
             raise BadRequest("赛事名称须为 1 到 100 个字。", "A title must be 1 to 100 characters.")
-        try:
-            await self.pool.execute(
-                "INSERT INTO competitions (id, title, created_by) VALUES ($1, $2, $3)",
-                id, title, created_by,
-            )
-        except asyncpg.UniqueViolationError:
+        if not await competitions.add(self.pool, id, title, created_by):
             raise BadRequest(
                 f"赛事编号已存在：{id}。", f"A competition with id {id} already exists."
-            ) from None
+            )
 
     async def competitions(self) -> list[Competition]:
         """Every competition, oldest first."""
-        rows = await self.pool.fetch(
-            "SELECT id, title, created_by, created_at FROM competitions ORDER BY created_at, id"
-        )
+        rows = await competitions.listing(self.pool)
         return [
             Competition(id=r["id"], title=r["title"], created_by=r["created_by"],
                         created_at=r["created_at"].timestamp())
@@ -286,34 +264,14 @@ class Roster:
         unknown competition.
         """
         ids = [uuid.uuid4().hex[:16] for _ in rows]
-        assigned: dict[str, str] = {}
-        async with self.pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT 1 FROM competitions WHERE id = $1", competition_id):
-                raise NotFound(
-                    f"赛事不存在：{competition_id}。", f"No such competition: {competition_id}."
-                )
-            pending = list(range(len(rows)))
-            for _ in range(_MAX_CODE_TRIES):
-                if not pending:
-                    break
-                batch = [(i, normalize_join_code(_next_code(codes))) for i in pending]
-                # One statement per round trip: 5,000 rows in one go; DO NOTHING
-                # drops only the rows whose code is taken, and they go again.
-                inserted = await conn.fetch(
-                    "INSERT INTO contestants (id, competition_id, name, school, team, email,"
-                    " join_code)"
-                    " SELECT i, $1, n, s, t, e, c FROM unnest($2::text[], $3::text[],"
-                    " $4::text[], $5::text[], $6::text[], $7::text[]) AS u(i, n, s, t, e, c)"
-                    " ON CONFLICT (join_code) DO NOTHING RETURNING id, join_code",
-                    competition_id,
-                    [ids[i] for i, _ in batch], [rows[i].name for i, _ in batch],
-                    [rows[i].school for i, _ in batch], [rows[i].team for i, _ in batch],
-                    [rows[i].email for i, _ in batch], [c for _, c in batch],
-                )
-                assigned.update((r["id"], r["join_code"]) for r in inserted)
-                pending = [i for i in pending if ids[i] not in assigned]
-            if pending:
-                raise RuntimeError("join codes keep colliding: is the code source random?")
+        assigned = await store.add_contestants(
+            self.pool, competition_id, ids, rows,
+            lambda: normalize_join_code(_next_code(codes)), _MAX_CODE_TRIES,
+        )
+        if assigned is None:
+            raise NotFound(
+                f"赛事不存在：{competition_id}。", f"No such competition: {competition_id}."
+            )
         return [
             Contestant(id=ids[i], competition_id=competition_id, name=row.name,
                        school=row.school, team=row.team, email=row.email,
@@ -323,17 +281,11 @@ class Roster:
 
     async def contestants(self, competition_id: str) -> list[Contestant]:
         """The roster of a competition, by name."""
-        rows = await self.pool.fetch(
-            f"SELECT {_CONTESTANT_COLUMNS} FROM contestants WHERE competition_id = $1"
-            " ORDER BY name, school, id",
-            competition_id,
-        )
+        rows = await store.contestants(self.pool, competition_id)
         return [_contestant(r) for r in rows]
 
     async def get(self, contestant_id: str) -> Contestant:
-        row = await self.pool.fetchrow(
-            f"SELECT {_CONTESTANT_COLUMNS} FROM contestants WHERE id = $1", contestant_id
-        )
+        row = await store.contestant(self.pool, contestant_id)
         if row is None:
             raise NotFound("选手不存在。", "No such contestant.", contestant_id=contestant_id)
         return _contestant(row)
@@ -346,15 +298,10 @@ class Roster:
         racing with the same code exactly one gets in.
         """
         code = normalize_join_code(code)
-        row = await self.pool.fetchrow(
-            "UPDATE contestants SET redeemed_at = now()"
-            " WHERE join_code = $1 AND redeemed_at IS NULL"
-            f" RETURNING {_CONTESTANT_COLUMNS}",
-            code,
-        )
+        row = await store.redeem(self.pool, code)
         if row is not None:
             return _contestant(row)
-        if await self.pool.fetchval("SELECT 1 FROM contestants WHERE join_code = $1", code):
+        if await store.code_taken(self.pool, code):
             raise JoinCodeUsed(
                 "该参赛码已被使用。如需在另一台设备登录，请联系组织者重新发放参赛码。",
                 "This join code has already been used. To sign in on another device, "
@@ -367,9 +314,7 @@ class Roster:
     async def release(self, contestant_id: str) -> None:
         """Undo `redeem` when no token came of it (no round to enter yet, a service failed),
         so the code is not spent on nothing."""
-        await self.pool.execute(
-            "UPDATE contestants SET redeemed_at = NULL WHERE id = $1", contestant_id
-        )
+        await store.unredeem(self.pool, contestant_id)
 
     async def reissue(self, contestant_id: str, code: str) -> str:
         """Bind a new, unredeemed code to a contestant (the old one stops working); return it.
@@ -379,10 +324,6 @@ class Roster:
         again with a fresh one.
         """
         code = normalize_join_code(code)
-        status = await self.pool.execute(
-            "UPDATE contestants SET join_code = $2, redeemed_at = NULL WHERE id = $1",
-            contestant_id, code,
-        )
-        if status == "UPDATE 0":
+        if not await store.set_code(self.pool, contestant_id, code):
             raise NotFound("选手不存在。", "No such contestant.", contestant_id=contestant_id)
         return code

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from arena import leaderboard
+from arena.attempt import Attempt
 from arena.rounds import Round
 from server import protocol
 from server.services.control import RoundService
@@ -135,36 +136,44 @@ class Boards:
         return progress
 
 
+def attempt_progress(attempt: Attempt, row: Progress) -> Progress:
+    """`row` with the counts that come from the attempt itself: what the one fold of its
+    log (`Attempt.apply`) says, live or rebuilt alike."""
+    sub = attempt.submission
+    row.questions = len(attempt.questions)
+    row.orders = len(attempt.orders)
+    row.cost_yuan = round(sum(
+        item.cost_yuan for item in (attempt.case.orderable(i) for i in attempt.ordered_ids)
+        if item), 2)
+    row.submitted = sub is not None
+    row.submitted_at = sub.at if sub else None
+    return row
+
+
 def fold_progress(events: list[Event], library: Library, rnd: Round) -> dict[str, Progress]:
     """Progress rows as the live state would hold them after these events."""
     case = library.get(rnd.rules.case_id)
     rows: dict[str, Progress] = {}
-    ordered: dict[str, set[str]] = {}
+    attempts: dict[str, Attempt] = {}
     for e in events:
         if e.attempt_id is None:
             continue
         p = rows.setdefault(e.attempt_id, Progress())
+        attempt = attempts.get(e.attempt_id)
+        if attempt is None:
+            attempt = attempts[e.attempt_id] = Attempt(
+                case, library.matchers[case.id], started_at=rnd.starts_at or 0.0,
+                max_submissions=rnd.rules.max_submissions)
         p.last_action = max(p.last_action, e.at)
         if e.kind == "attempt_started":
             p.name = str(e.payload.get("name", ""))
             p.team = str(e.payload.get("team", ""))
             p.school = str(e.payload.get("school", ""))
             p.last_action = 0.0
-        elif e.kind == "asked":
-            p.questions += 1
-        elif e.kind == "ordered":
-            seen = ordered.setdefault(e.attempt_id, set())
-            item_id = str(e.payload.get("item_id"))
-            item = case.orderable(item_id)
-            if item_id not in seen and item is not None:
-                seen.add(item_id)
-                p.orders += 1
-                p.cost_yuan += item.cost_yuan
         elif e.kind == "submitted":
-            p.submitted = True
-            p.submitted_at = float(e.payload.get("at") or e.at)
             elapsed = e.payload.get("elapsed_s")
             p.elapsed_s = float(elapsed) if elapsed is not None else None
         elif e.kind == "scored":
             p.score = float(e.payload["total"])
-    return rows
+        attempt.replay(e.kind, e.payload, e.at)
+    return {aid: attempt_progress(attempts[aid], row) for aid, row in rows.items()}

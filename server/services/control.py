@@ -32,6 +32,7 @@ from arena.rounds import (
 )
 from server import protocol
 from server.services.library import Library
+from server.store import competitions
 from server.store.audit import AuditLog
 from server.store.bus import Bus
 
@@ -104,9 +105,7 @@ class RoundService:
 
     async def competition_title(self, competition_id: str) -> str:
         if competition_id not in self._titles:
-            title = await self.audit.pool.fetchval(
-                "SELECT title FROM competitions WHERE id = $1", competition_id
-            )
+            title = await competitions.title(self.audit.pool, competition_id)
             self._titles[competition_id] = title or ""
         return self._titles[competition_id]
 
@@ -179,15 +178,9 @@ class RoundService:
             round_id, rules, event_id=competition_id, title=title, now=self.clock()
         )
         async with self.audit.locked(round_id) as conn:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM competitions WHERE id = $1", competition_id
-            )
-            if not exists:
+            if not await competitions.exists(conn, competition_id):
                 raise NotFound("赛事不存在。", f"No competition {competition_id!r}.")
-            await conn.execute(
-                "INSERT INTO rounds (id, competition_id, title) VALUES ($1, $2, $3)",
-                round_id, competition_id, title,
-            )
+            await competitions.add_round(conn, round_id, competition_id, title)
             await self.audit.append(
                 round_id=round_id, attempt_id=None, actor=actor, kind="round_created",
                 payload=created, conn=conn,
@@ -204,10 +197,7 @@ class RoundService:
         if action in ("pause", "extend", "end") and actor != "system" and not reason.strip():
             raise BadRequest("请填写原因。", "A reason is required.")
         async with self.audit.locked(round_id) as conn:
-            if await conn.fetchval(
-                "SELECT 1 FROM events WHERE round_id = $1 AND attempt_id IS NULL"
-                " AND request_id = $2", round_id, request_id,
-            ):
+            if await competitions.applied(conn, round_id, request_id):
                 # A retry (the console resends after a network error): already applied,
                 # so the same success and nothing new.
                 return await self.load(round_id, conn)

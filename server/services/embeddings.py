@@ -9,9 +9,10 @@ matcher works on BM25 alone (a logged warning, not a failure: principle 6).
 Both sides use e5's "query: " prefix: fact documents are short questions, not
 passages, and e5 asks for the query prefix on symmetric tasks.
 
-Embedding a case's fact documents costs about 2 s of CPU per case, paid by the server
-and by its matching process at every start. `DocumentCache` keeps those rows on disk
-(DATA_DIR/embeddings), so a restart reads them instead.
+Embedding a case's fact documents costs about 2 s of CPU per case, and the intent bank
+every case shares (arena.intents, 1,714 paraphrases) tens of seconds, in every process
+that matches, at every start. `DocumentCache` keeps those rows on disk
+(DATA_DIR/embeddings, a file per case and one for the bank), so a restart reads them.
 """
 
 from __future__ import annotations
@@ -108,38 +109,46 @@ CACHE_FORMAT = "docvecs-1"
 
 class _Recording:
     """The Embed a matcher is built with: rows from the disk cache where the text's key is
-    there, the model for the rest; remembers every row it handed out so the file can be
-    (re)written with exactly them. After the build it only forwards to the model: the
-    matcher keeps its embed for questions, which are never written to disk."""
+    there (the case's file, then the shared rows), the model for the rest; remembers the
+    case's rows it handed out so the file can be (re)written with exactly them. After the
+    build it only forwards: the matcher keeps its embed for questions, which are never
+    written to disk."""
 
-    def __init__(self, embed: Embed, identity: str, known: dict[bytes, np.ndarray]) -> None:
-        self._embed = embed
-        self._identity = identity.encode()
+    def __init__(
+        self, cache: DocumentCache, known: dict[bytes, np.ndarray],
+    ) -> None:
+        self._cache = cache
         self.known = known
         self.used: dict[bytes, np.ndarray] = {}
         self.missed = 0
         self.building = True
 
-    def key(self, text: str) -> bytes:
-        return hashlib.sha256(self._identity + b"\0" + text.encode()).digest()
-
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         if not self.building:
-            return self._embed(texts)
-        keys = [self.key(t) for t in texts]
-        missing = [t for t, k in zip(texts, keys, strict=True) if k not in self.known]
+            return self._cache.embed(texts)
+        keys = [self._cache.key(t) for t in texts]
+        shared = self._cache.shared
+        missing = [t for t, k in zip(texts, keys, strict=True)
+                   if k not in self.known and k not in shared]
         if missing:
             self.missed += len(missing)
-            fresh = np.asarray(self._embed(missing), dtype=np.float32)
+            fresh = np.asarray(self._cache.model(missing), dtype=np.float32)
             for t, v in zip(missing, fresh, strict=True):
-                self.known[self.key(t)] = v
-        rows = [self.known[k] for k in keys]
-        self.used.update(zip(keys, rows, strict=True))
+                self.known[self._cache.key(t)] = v
+        rows = []
+        for k in keys:
+            row = self.known.get(k)
+            if row is None:
+                row = shared[k]
+            else:
+                self.used[k] = row
+            rows.append(row)
         return np.stack(rows) if rows else np.empty((0, 0), dtype=np.float32)
 
 
 class DocumentCache:
-    """Fact-document embeddings on disk, one file per (model identity, case content).
+    """Fact-document embeddings on disk, one file per (model identity, case content), and
+    one of rows every case shares (`share`: the intent bank), held in memory once read.
 
     This wraps the injected Embed rather than handing arena/ precomputed vectors: the
     matcher builds its document list itself, so wrapping keeps arena/ unchanged and pure,
@@ -147,16 +156,28 @@ class DocumentCache:
     Each row is also keyed by sha256(identity, exact text), so a file with the right name
     but other rows serves nothing wrong. A missing, torn or mismatched file is a miss: the
     rows are embedded again and the file rewritten (a warning, never a failure). Files are
-    written to a temporary name and renamed over the old one, so the server and its
-    matching process, both starting at once, never read half a file: each reads either
-    the whole old file, the whole new one, or none.
+    written to a temporary name and renamed over the old one, so two processes starting
+    at once never read half a file: each reads either the whole old file, the whole new
+    one, or none.
     """
 
     def __init__(self, folder: Path, embed: Embed, identity: str) -> None:
         self.folder = folder
-        self._embed = embed
+        self.model = embed
         self._identity = identity
+        self._salt = identity.encode() + b"\0"
         self.dim = int(getattr(embed, "dim", 0))
+        self.shared: dict[bytes, np.ndarray] = {}
+
+    def key(self, text: str) -> bytes:
+        return hashlib.sha256(self._salt + text.encode()).digest()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """The Embed for questions: the shared rows where a text is one, else the model."""
+        keys = [self.key(t) for t in texts]
+        if not self.shared or any(k not in self.shared for k in keys):
+            return self.model(texts)
+        return np.stack([self.shared[k] for k in keys])
 
     def path(self, name: str, content: bytes) -> Path:
         digest = hashlib.sha256(
@@ -164,22 +185,40 @@ class DocumentCache:
         ).hexdigest()[:32]
         return self.folder / f"{name}-{digest}.npz"
 
+    def share(self, name: str, texts: Sequence[str]) -> None:
+        """Hold the rows of `texts` in memory, from the file `name` (embedded and written
+        there when any is missing): rows every matcher asks for, whatever its case."""
+        path = self.path(name, b"")
+        known = self.read(path)
+        keys = [self.key(t) for t in texts]
+        missing = [t for t, k in zip(texts, keys, strict=True) if k not in known]
+        if missing:
+            fresh = np.asarray(self.model(missing), dtype=np.float32)
+            known.update(zip((self.key(t) for t in missing), fresh, strict=True))
+        self.shared = {k: known[k] for k in keys}
+        if missing or self.shared.keys() != known.keys():
+            self._write(path, self.shared)
+
     def build(self, name: str, content: bytes, make: Callable[[Embed], T]) -> T:
-        """`make(embed)` with `embed` served from the file for (`name`, `content`) where it
-        can be; the file is (re)written when anything had to be embedded. `content` must
-        determine every text `make` embeds (a case's facts)."""
+        """`make(embed)` with `embed` served from the file for (`name`, `content`) and the
+        shared rows where it can be; the file is (re)written when anything had to be
+        embedded. `content` must determine every text `make` embeds that is not shared
+        (a case's facts)."""
         path = self.path(name, content)
         known = self.read(path)
-        embed = _Recording(self._embed, self._identity, known)
+        embed = _Recording(self, known)
         made = make(embed)
         embed.building = False
         if embed.missed or embed.used.keys() != known.keys():
-            try:
-                self.write(path, embed.used)
-            except OSError as exc:  # a read-only or full disk costs the next start time only
-                log.warning("could not write the embedding cache %s: %s", path, exc)
+            self._write(path, embed.used)
         embed.known, embed.used = {}, {}
         return made
+
+    def _write(self, path: Path, rows: dict[bytes, np.ndarray]) -> None:
+        try:
+            self.write(path, rows)
+        except OSError as exc:  # a read-only or full disk costs the next start time only
+            log.warning("could not write the embedding cache %s: %s", path, exc)
 
     def read(self, path: Path) -> dict[bytes, np.ndarray]:
         """The rows in `path` by text key; {} when it is missing or not a valid cache file."""
@@ -206,7 +245,8 @@ class DocumentCache:
         """Write `rows` to `path` atomically (a temporary file, fsync, rename)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         keys = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 32)
-        vecs = np.stack(list(rows.values())).astype(np.float32, copy=False)
+        vecs = (np.stack(list(rows.values())).astype(np.float32, copy=False) if rows
+                else np.empty((0, self.dim), dtype=np.float32))
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:

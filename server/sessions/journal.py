@@ -73,10 +73,19 @@ class Journal:
             return False
         self.attempt.apply(event)
         if self.publish and publish:
-            await publish_entry(
-                self.ctx, self.attempt_id, entry(kind, actor, event, self.ctx.clock())
-            )
+            await self._show(entry(kind, actor, event, self.ctx.clock()))
         return True
+
+    async def _show(self, e: protocol.TranscriptEntry, card: Any = None) -> None:
+        """Show a durable entry to the judges watching live. Best effort: the event is
+        already in the log (a judge who opens the attempt again reads it from there), and
+        a Redis failure here must not make the caller believe it was not recorded: that
+        once had a turn retry an answer already applied, and wedge for good."""
+        try:
+            await publish_entry(self.ctx, self.attempt_id, e, card)
+        except Exception as exc:
+            log.warning("attempt %s: live entry not published (%s)", self.attempt_id,
+                        type(exc).__name__)
 
     async def record_submission(
         self, submitted: Submitted, payload: dict[str, Any], scored: dict[str, Any],
@@ -95,10 +104,8 @@ class Journal:
         self.attempt.apply(submitted)
         if self.publish:
             now = self.ctx.clock()
-            await publish_entry(self.ctx, self.attempt_id,
-                                entry("submitted", self.actor, payload, now))
-            await publish_entry(self.ctx, self.attempt_id,
-                                entry("scored", "system", card, now), card=card)
+            await self._show(entry("submitted", self.actor, payload, now))
+            await self._show(entry("scored", "system", card, now), card)
         return True
 
     # ---- matching for scoring ------------------------------------------------------------

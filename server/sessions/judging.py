@@ -19,6 +19,7 @@ from arena.scoring import ScoreCard, adjudicate, override
 from server import protocol
 from server.sessions.context import Context
 from server.sessions.journal import entry, publish_entry
+from server.store.scores import contestant_name, current_card, latest_per_attempt
 
 
 def round_of(attempt_id: str) -> str:
@@ -43,18 +44,12 @@ async def rule(
     rnd = await res.rounds.get(round_id)
     actor = f"judge:{judge}"
     async with res.audit.locked(msg.attempt_id) as conn:
-        events = await conn.fetch(
-            "SELECT payload FROM events WHERE attempt_id = $1 AND kind = 'scored'"
-            " ORDER BY id DESC LIMIT 1", msg.attempt_id,
-        )
-        if not events:
+        scored = await current_card(conn, msg.attempt_id)
+        if scored is None:
             raise BadRequest("该选手尚未提交诊断，无法评分。", "Nothing submitted yet.")
-        card = msgspec.convert(events[0]["payload"], ScoreCard)
+        card = msgspec.convert(scored, ScoreCard)
         # Whose attempt, in words, so the round's audit log reads without a lookup.
-        contestant = await conn.fetchval(
-            "SELECT payload->>'name' FROM events WHERE attempt_id = $1"
-            " AND kind = 'attempt_started' ORDER BY id LIMIT 1", msg.attempt_id,
-        )
+        contestant = await contestant_name(conn, msg.attempt_id)
         by = name or judge
         note = f"评委 {by}：{reason}"
         if isinstance(msg, protocol.Adjudicate):
@@ -85,7 +80,7 @@ async def rule(
         await res.audit.append(
             round_id=round_id, attempt_id=msg.attempt_id, actor=actor, kind="scored",
             # The ruled card keeps the versions of the machine score it amends.
-            payload={**msgspec.to_builtins(new), "versions": events[0]["payload"].get("versions")},
+            payload={**msgspec.to_builtins(new), "versions": scored.get("versions")},
             conn=conn,
         )
     now = res.clock()
@@ -106,11 +101,7 @@ async def review_queue(res: Context, round_id: str) -> list[dict[str, Any]]:
     and takes it out. Each item: attempt_id, name, diagnosis (as written), reason
     (the rule's words) and the id of the card's event, which orders the queue.
     """
-    rows = await res.audit.pool.fetch(
-        "SELECT DISTINCT ON (attempt_id, kind) attempt_id, kind, id, payload FROM events"
-        " WHERE round_id = $1 AND kind IN ('scored', 'submitted', 'attempt_started')"
-        " ORDER BY attempt_id, kind, id DESC", round_id,
-    )
+    rows = await latest_per_attempt(res.audit.pool, round_id)
     last: dict[str, dict[str, Any]] = {}
     for r in rows:
         last.setdefault(r["attempt_id"], {})[r["kind"]] = r

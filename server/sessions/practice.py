@@ -19,6 +19,7 @@ from arena.cases import Case, Orderable
 from arena.errors import DuplicateRequest, RoundNotRunning
 from arena.scoring import score
 from server import protocol
+from server.services.boards import attempt_progress
 from server.services.library import describe_patient, require_practice
 from server.services.replay import score_versions, scored_payload
 from server.sessions.client import Report
@@ -87,13 +88,11 @@ class Practice:
 
     async def _progress(self) -> None:
         journal, _ = self._require()
-        a = journal.attempt
-        await self.ctx.live.set_progress(journal.round_id, journal.attempt_id, Progress(
-            name=self.name, questions=len(a.questions), orders=len(a.orders),
-            submitted=a.submission is not None,
-            score=self._scored.card.total if self._scored else None,
+        row = attempt_progress(journal.attempt, Progress(
+            name=self.name, score=self._scored.card.total if self._scored else None,
             last_action=self.ctx.clock(),
         ))
+        await self.ctx.live.set_progress(journal.round_id, journal.attempt_id, row)
 
     async def start(self, msg: protocol.StartPractice) -> None:
         # A student may open only a case released to practice and used by no round whose

@@ -93,6 +93,10 @@ class Turn:
                     "这个问题已经收到，不会重复提问。", "This question was already asked."
                 )
         except BaseException:
+            # The answer waits on `durable` before it shows anything: fail that wait too, so
+            # the answer ends even where its cancellation is lost on the way (a lost one kept
+            # this `await task`, and with it the connection and a SIGTERM, waiting for good).
+            durable.cancel()
             task.cancel()  # closes the upstream request the answer may have opened
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -161,8 +165,9 @@ class Turn:
         try:
             async with contextlib.aclosing(gen.texts()) as texts:
                 async for text in texts:
-                    if not durable.done():
-                        await durable
+                    # Awaited even when done: a cancelled `durable` (the question was not
+                    # recorded) must end the answer, not let it show.
+                    await durable
                     if frames.engine is None:
                         frames.engine = gen.engine.name
                         self._tell_engine(gen.engine.name)
@@ -173,8 +178,7 @@ class Turn:
         except Exception:  # an engine bug must not leave the turn pending forever
             log.exception("patient engine %s failed", gen.engine.name)
             crashed = True
-        if not durable.done():
-            await durable  # ask() cancels this task if the question could not be recorded
+        await durable  # ask() cancels it and this task if the question could not be recorded
         frames.flush()
         text = self.partial
         finished = gen.finished

@@ -22,6 +22,15 @@ import msgspec
 log = logging.getLogger("arena.audit")
 
 _MIGRATION_LOCK = 0x41524E41  # "ARNA": one migrator at a time across processes
+# A server that stops answering (frozen, or its host unreachable) refuses nothing: without
+# these, a statement or a connect waits for it forever, and with them so does everything
+# queued behind (a contestant's requests, a SIGTERM). A statement of this app that takes
+# longer on a healthy server is itself a fault; migrations, which may wait for another
+# process's, set their own limit.
+COMMAND_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+MIGRATION_TIMEOUT_S = 3600.0
+CLOSE_TIMEOUT_S = 3.0  # closing waits this long for writes in flight, then drops them
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -108,8 +117,11 @@ class _Batcher:
             else:
                 ids = await self._insert_many(rows)
         except Exception as exc:
-            if len(rows) == 1:
-                _settle(batch[0][1], exc=exc)
+            if len(rows) == 1 or _unreachable(exc):
+                # PostgreSQL itself failed: one by one would fail (or time out) once per
+                # row, keeping every later append waiting behind them.
+                for _, fut in batch:
+                    _settle(fut, exc=exc)
                 return
             # One bad row must not fail the others: write them one by one instead.
             log.warning("batched append of %d events failed (%r); one by one", len(rows), exc)
@@ -140,6 +152,12 @@ class _Batcher:
         return ids
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL could not be reached, rather than a row was refused."""
+    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+                      | asyncpg.exceptions.OperatorInterventionError)
+
+
 def _settle(fut: asyncio.Future[int | None], event_id: int | None = None,
             exc: BaseException | None = None) -> None:
     if fut.done():  # the caller gave up waiting; the event is written all the same
@@ -158,11 +176,14 @@ class AuditLog:
         self._batcher = _Batcher(pool)
 
     @classmethod
-    async def open(cls, url: str, schema: str = "public", *, max_size: int = 10) -> AuditLog:
+    async def open(
+        cls, url: str, schema: str = "public", *, max_size: int = 10,
+        command_timeout: float | None = COMMAND_TIMEOUT_S,
+    ) -> AuditLog:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"bad schema name {schema!r}")
         if schema != "public":
-            conn = await asyncpg.connect(url)
+            conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
             try:
                 # Only when missing: the app role may not create schemas, but may use one.
                 if not await conn.fetchval(
@@ -173,13 +194,20 @@ class AuditLog:
                 await conn.close()
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=max_size, server_settings={"search_path": schema},
-            init=_init_connection,
+            init=_init_connection, timeout=CONNECT_TIMEOUT_S, command_timeout=command_timeout,
         )
         return cls(pool)
 
     async def close(self) -> None:
-        await self._batcher.drain()
-        await self.pool.close()
+        """Write what is queued and close; bounded, so a PostgreSQL that stopped answering
+        cannot hold a shutdown (what is dropped then was never acknowledged)."""
+        try:
+            await asyncio.wait_for(self._batcher.drain(), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("PostgreSQL did not answer within %s s; closing its connections",
+                        CLOSE_TIMEOUT_S)
+            self.pool.terminate()
 
     async def migrate(self, app_user: str = "", app_password: str = "") -> list[str]:
         """Apply pending migrations in order; return the names applied now.
@@ -189,7 +217,8 @@ class AuditLog:
         """
         applied_now: list[str] = []
         async with self.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK,
+                               timeout=MIGRATION_TIMEOUT_S)
             try:
                 await conn.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -201,7 +230,7 @@ class AuditLog:
                     if version in done:
                         continue
                     async with conn.transaction():
-                        await conn.execute(sql)
+                        await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
                         await conn.execute(
                             "INSERT INTO schema_migrations (version) VALUES ($1)", version
                         )

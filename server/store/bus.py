@@ -3,14 +3,25 @@
 Principle 5, across processes. A publisher (any server process, or the CLI) runs
 one Lua script that increments the channel's sequence number, appends the message
 to the channel's Redis stream (capped at `history` entries) and publishes it, so
-the three can never disagree. Every process listens on one pattern subscription
-and hands each message to the local connections following that channel; the
-message body is encoded once, and each connection splices in its own `seq` and
-`t` (hub.Connection.send_body).
+the three can never disagree.
+
+Each channel also has an epoch, as in Centrifugo: a random id made by the same
+script when it finds no sequence counter, that is when the channel starts or Redis
+lost it (a flush, a restart without persistence, an eviction). Sequence numbers only
+mean something within one epoch: after a loss the counter restarts at 1 and the
+numbers a client holds name messages of a stream that is gone. The script writes the
+epoch into every message body (`"epoch":"…"`), so a client learns it from what it
+receives without any per-connection work, and gives it back when it reconnects.
+
+Every process listens on one pattern subscription and hands each message to the
+local connections following that channel; the message body is encoded once, and
+each connection splices in its own `seq` and `t` (hub.Connection.send_body).
 
 A client that reconnects, to this process or another, says the last channel
-sequence number it saw; `replay` returns what it missed from the stream, or None
-when the gap is older than the history (the client is told to reload the state).
+sequence number it saw, and its epoch; `replay` returns what it missed from the
+stream, or a `Gap` when the epoch is not the channel's current one or the gap is
+older than the history (the client is told to reload the state). A position without
+an epoch (an old client) is replayed by number alone, as before epochs existed.
 
 Boards are not history channels: each board message is the whole board with a
 version number, so only the latest matters (`publish_latest`).
@@ -27,22 +38,58 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import redis.asyncio as redis
 
 log = logging.getLogger("arena.bus")
 
-# KEYS: seq counter, stream, pub/sub channel. ARGV: body, history length.
+# KEYS: seq counter, epoch, stream, pub/sub channel. ARGV: body, history length, a fresh
+# epoch (made by the caller: script randomness is not random on every server version).
+# A missing counter starts a new epoch, and drops whatever stream survived without it
+# (its entry ids would be above the restarted counter, so XADD would refuse them).
 # The stream entry id is the sequence number itself, so XRANGE by seq is exact.
 _PUBLISH = """
+local epoch = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[3])
+  epoch = false
+end
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'b', ARGV[1])
-redis.call('PUBLISH', KEYS[3], seq .. '|' .. ARGV[1])
+local body = ARGV[1]
+if string.sub(body, 1, 1) == '{' then
+  local sep = ','
+  if string.sub(body, 2, 2) == '}' then sep = '' end
+  body = '{"epoch":"' .. epoch .. '"' .. sep .. string.sub(body, 2)
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'b', body)
+redis.call('PUBLISH', KEYS[4], seq .. '|' .. body)
 return seq
 """
 
 Handler = Callable[[str, int, str], None]  # channel, cseq (0 = latest-only), body
+Missed = list[tuple[int, str]]  # (cseq, body) in order
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """Why missed messages cannot be replayed: the client must reload the state."""
+
+    reason: Literal["epoch", "trimmed"]  # another stream than the client's; history too short
+
+
+_EPOCH_HEAD = '{"epoch":"'
+
+
+def _epoch_of(body: str) -> str:
+    """The epoch the publish script wrote at the head of a body ("" before epochs)."""
+    if not body.startswith(_EPOCH_HEAD):
+        return ""
+    return body[len(_EPOCH_HEAD):body.find('"', len(_EPOCH_HEAD))]
 
 
 class Bus:
@@ -53,6 +100,9 @@ class Bus:
         self.instance = uuid.uuid4().hex  # this process, for `alive`
         self._script = client.register_script(_PUBLISH)
         self._handlers: dict[str, set[Handler]] = {}
+        # The last (epoch, cseq) handed to this process's followers of each history channel:
+        # where a catch-up starts after a lost subscription, and what it must not repeat.
+        self._last: dict[str, tuple[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._ready = asyncio.Event()
@@ -72,8 +122,9 @@ class Bus:
                 await self._task
 
     async def _listen(self) -> None:
-        # Reconnects with a pause if Redis goes away; messages published meanwhile are
-        # recovered by clients through `replay` (they see a gap in cseq).
+        # Resubscribes with a pause if Redis goes away, then catches up from the history on
+        # what was published meanwhile: connected clients do not replay until they reconnect,
+        # so a message the listener missed would otherwise be a silent gap for them.
         pattern = self._key("ch", "*")
         start = len(self._key("ch", ""))
         while True:
@@ -81,9 +132,16 @@ class Bus:
             try:
                 await pubsub.psubscribe(pattern)
                 await pubsub.subscribe(self._key("proc", self.instance))
+                if self._ready.is_set():
+                    # Subscribed first: what is published during the catch-up waits in the
+                    # subscription, and what the catch-up already delivered is skipped.
+                    await self._catch_up()
                 self._ready.set()
                 while True:
-                    msg = await pubsub.get_message(timeout=None)
+                    # A bounded wait, not timeout=None: older redis-py applies the command
+                    # timeout (store.live) to a blocking read, so a channel quiet for 5 s
+                    # would read as a lost subscription.
+                    msg = await pubsub.get_message(timeout=1.0)
                     if msg is None or msg["type"] != "pmessage":
                         continue
                     self._deliver(msg["channel"][start:].decode(), msg["data"])
@@ -97,14 +155,39 @@ class Bus:
                     await pubsub.aclose()
                 await asyncio.sleep(0.5)
 
+    async def _catch_up(self) -> None:
+        """Deliver what this process's followers missed while the subscription was down."""
+        for channel, (epoch, seq) in list(self._last.items()):
+            missed = await self.replay(channel, seq, epoch)
+            if missed == Gap(reason="epoch"):
+                # Redis lost the channel: every message of its new stream is news here.
+                missed = await self.replay(channel, 0)
+            if isinstance(missed, Gap):
+                log.warning("bus: %s lost messages beyond its history while resubscribing",
+                            channel)
+                continue
+            log.info("bus: %s caught up on %d messages after resubscribing",
+                     channel, len(missed))
+            for cseq, body in missed:
+                self._dispatch(channel, cseq, body)
+
     def _deliver(self, channel: str, data: bytes) -> None:
+        if channel not in self._handlers:
+            return
+        head, _, raw = data.partition(b"|")
+        # Text frames carry str: decode once here, not once per connection.
+        self._dispatch(channel, int(head), raw.decode())
+
+    def _dispatch(self, channel: str, cseq: int, body: str) -> None:
         handlers = self._handlers.get(channel)
         if not handlers:
             return
-        head, _, raw = data.partition(b"|")
-        cseq = int(head)
-        # Text frames carry str: decode once here, not once per connection.
-        body = raw.decode()
+        if cseq:
+            epoch = _epoch_of(body)
+            last = self._last.get(channel)
+            if last is not None and last[0] == epoch and cseq <= last[1]:
+                return  # a catch-up delivered it already
+            self._last[channel] = (epoch, cseq)
         for handler in list(handlers):
             try:
                 handler(channel, cseq, body)
@@ -121,14 +204,16 @@ class Bus:
                 handlers.discard(handler)
                 if not handlers:
                     del self._handlers[channel]
+                    self._last.pop(channel, None)
 
         return unsubscribe
 
     async def publish(self, channel: str, body: bytes) -> int:
-        """Publish with a sequence number and history; return the sequence number."""
+        """Publish with a sequence number, the channel's epoch and history; return the number."""
         seq = await self._script(
-            keys=[self._key("seq", channel), self._key("hist", channel), self._key("ch", channel)],
-            args=[body, self.history],
+            keys=[self._key("seq", channel), self._key("epoch", channel),
+                  self._key("hist", channel), self._key("ch", channel)],
+            args=[body, self.history, uuid.uuid4().hex[:12]],
         )
         return int(seq)
 
@@ -151,21 +236,38 @@ class Bus:
     async def last_seq(self, channel: str) -> int:
         return int(await self.r.get(self._key("seq", channel)) or 0)
 
-    async def replay(self, channel: str, since: int) -> list[tuple[int, str]] | None:
-        """Messages after `since`, or None if some of them are no longer in the history."""
-        last = await self.last_seq(channel)
+    async def position(self, channel: str) -> tuple[str, int]:
+        """The channel's (epoch, last sequence number); ("", 0) before its first message."""
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(self._key("epoch", channel))
+            p.get(self._key("seq", channel))
+            epoch, seq = await p.execute()
+        return (epoch.decode() if epoch else ""), int(seq or 0)
+
+    async def replay(self, channel: str, since: int, epoch: str = "") -> Missed | Gap:
+        """Messages after `since` in `epoch`, or the Gap that makes the client reload.
+
+        An empty `epoch` (a client from before epochs) is taken to be the current one, and
+        only a counter that went backwards betrays a loss, as it did before epochs.
+        """
+        async with self.r.pipeline(transaction=True) as p:
+            p.get(self._key("epoch", channel))
+            p.get(self._key("seq", channel))
+            # At most `history` + 1 entries are ever needed; the read is bounded either way.
+            p.xrange(self._key("hist", channel), min=f"{since + 1}-0", count=self.history + 1)
+            current, last_raw, entries = await p.execute()
+        if epoch and epoch != (current.decode() if current else ""):
+            return Gap(reason="epoch")
+        last = int(last_raw or 0)
         if since > last:  # the counter went backwards: Redis lost its data
-            return None
+            return Gap(reason="epoch")
         if since == last:
             return []
         if last - since > self.history:
             # Trimming is approximate (MAXLEN ~ keeps whole stream nodes); the promise is
             # `history` messages, so a longer gap reloads whatever the stream still holds.
-            return None
-        entries: Any = await self.r.xrange(self._key("hist", channel), min=f"{since + 1}-0")
-        out: list[tuple[int, str]] = [
-            (int(eid.split(b"-")[0]), fields[b"b"].decode()) for eid, fields in entries
-        ]
-        if not out or out[0][0] != since + 1:
-            return None
+            return Gap(reason="trimmed")
+        out: Missed = [(int(eid.split(b"-")[0]), fields[b"b"].decode()) for eid, fields in entries]
+        if not out or out[0][0] != since + 1 or out[-1][0] != last:
+            return Gap(reason="trimmed")
         return out

@@ -40,6 +40,8 @@ class Progress(msgspec.Struct, kw_only=True):
 
 _progress = msgspec.json.Decoder(Progress)
 
+COMMAND_TIMEOUT_S = 5.0
+
 # Sets a counter to `ARGV[1]` (now, in ms) if it does not exist, then increments it. After
 # Redis loses its data the board version restarts above every version sent before, so
 # clients that ignore older boards never ignore the rebuilt ones.
@@ -106,8 +108,12 @@ class LiveState:
     def open(cls, url: str, prefix: str = "arena:") -> LiveState:
         # A blocking pool: a burst (hundreds of clients joining at once) waits for a free
         # connection instead of failing with "too many connections".
+        # Every command gives up after COMMAND_TIMEOUT_S: a stalled Redis (stopped, or gone
+        # without a reset) fails the request with a clear error instead of holding a turn
+        # for good. (redis-py 8 defaults to 5 s as well; older versions wait forever.)
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=20, health_check_interval=30
+            url, max_connections=64, timeout=20, health_check_interval=30,
+            socket_timeout=COMMAND_TIMEOUT_S, socket_connect_timeout=COMMAND_TIMEOUT_S,
         )
         return cls(redis.Redis(connection_pool=pool), prefix)
 

@@ -44,6 +44,9 @@ export class ArenaSocket extends EventTarget {
     // Last sequence number seen per channel ("round:…", "attempt:…"); survives reconnects
     // so the server can replay what this client missed (or send `reload`).
     this.cseq = {};
+    // The epoch each of those numbers counts in: after Redis lost a channel its numbers
+    // restart in a new epoch, and the server reloads instead of replaying the new stream.
+    this.epochs = {};
     this.welcome = null;
   }
 
@@ -75,7 +78,12 @@ export class ArenaSocket extends EventTarget {
         const hello = { type: "hello", v: PROTOCOL_VERSION, name };
         if (this.token) hello.token = this.token;
         if (this.token && this.practice) hello.practice = true;
-        if (Object.keys(this.cseq).length) hello.since = { ...this.cseq };
+        if (Object.keys(this.cseq).length) {
+          hello.since = { ...this.cseq };
+          const epoch = {};
+          for (const ch of Object.keys(this.cseq)) if (this.epochs[ch]) epoch[ch] = this.epochs[ch];
+          if (Object.keys(epoch).length) hello.epoch = epoch;
+        }
         helloId = this._raw(hello);
       });
       ws.addEventListener("message", (ev) => {
@@ -89,6 +97,8 @@ export class ArenaSocket extends EventTarget {
         this._track(msg);
         if (msg.type === "pong") return this._onPong(msg);
         if (msg.type === "resync") this.resyncReason = msg.reason || "";
+        // The position is worthless now (trimmed, or another epoch); the state follows.
+        if (msg.type === "reload") this.forgetChannel(msg.channel);
         if (!welcomed) {
           if (msg.type === "welcome" && msg.re === helloId) {
             welcomed = true;
@@ -148,16 +158,26 @@ export class ArenaSocket extends EventTarget {
 
   /** Forget channel positions (after a `reload`, or when switching rounds). */
   forgetChannel(ch) {
-    if (ch) delete this.cseq[ch];
-    else this.cseq = {};
+    if (ch) {
+      delete this.cseq[ch];
+      delete this.epochs[ch];
+    } else {
+      this.cseq = {};
+      this.epochs = {};
+    }
   }
 
   _track(msg) {
     if (msg.ch && msg.cseq) {
       const last = this.cseq[msg.ch] || 0;
-      // A lower number means the server lost its history (Redis rebuilt): start over.
-      if (last && msg.cseq > last + 1) console.warn(`${msg.ch}: missed ${last + 1}…${msg.cseq - 1}`);
+      const sameEpoch = !msg.epoch || msg.epoch === this.epochs[msg.ch];
+      if (sameEpoch && last && msg.cseq > last + 1) {
+        console.warn(`${msg.ch}: missed ${last + 1}…${msg.cseq - 1}`);
+      }
       this.cseq[msg.ch] = msg.cseq;
+      // A message without an epoch (a personal view of a channel message) keeps the one
+      // held: the pair can then only be older than the stream, which reloads, never newer.
+      if (msg.epoch) this.epochs[msg.ch] = msg.epoch;
     }
     if (typeof msg.seq === "number") {
       if (msg.seq !== this.lastSeq + 1) {

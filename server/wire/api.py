@@ -28,6 +28,7 @@ from server.services.accounts import Claims, ttl_for
 from server.services.control import ACTIONS
 from server.sessions import judging
 from server.sessions.context import Context
+from server.store import competitions as competition_rows
 from server.wire import hub
 from server.wire.access import STAFF, optional, require
 
@@ -192,9 +193,7 @@ async def competitions(request: Request) -> Response:
         await res.roster.create_competition(body.title.strip(), claims.sub, cid)
         return _json({"id": cid}, 201)
     require(request, "organizer", "judge")
-    rows = await res.audit.pool.fetch(
-        "SELECT id, competition_id, title FROM rounds ORDER BY created_at, id"
-    )
+    rows = await competition_rows.rounds(res.audit.pool)
     out = []
     for comp in await res.roster.competitions():
         rounds = []

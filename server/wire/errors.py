@@ -1,4 +1,9 @@
-"""The one place where failures become HTTP statuses and WebSocket error replies."""
+"""The one place where failures become HTTP statuses and WebSocket error replies.
+
+Domain errors (`arena.errors`), frame errors (`protocol.FrameError`), LLM failures and
+infrastructure failures (PostgreSQL, Redis, sockets) are all worded and given a status
+here; nothing else in the server builds an error reply.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,46 @@ import redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from arena import errors as domain
 from arena.errors import ArenaError
 from server import metrics, protocol
+from server.patient.llm import LLMFailure
 
 log = logging.getLogger("arena.errors")
+
+# The HTTP status of each domain error; a subclass not listed takes its nearest base's.
+STATUS: dict[type[ArenaError], int] = {
+    ArenaError: 400,
+    domain.NotFound: 404,
+    domain.IllegalTransition: 409,
+    domain.RoundNotRunning: 409,
+    domain.DeadlinePassed: 409,
+    domain.AlreadySubmitted: 409,
+    domain.TurnInProgress: 409,
+    domain.DuplicateRequest: 409,
+    domain.Unauthorized: 401,
+    domain.Forbidden: 403,
+    domain.JoinCodeInvalid: 403,
+    domain.JoinCodeUsed: 409,
+    domain.RateLimited: 429,
+    domain.PayloadTooLarge: 413,
+    domain.CaseReserved: 409,
+}
+
+
+def status_of(exc: BaseException) -> int:
+    if isinstance(exc, ArenaError):
+        return next(STATUS[c] for c in type(exc).__mro__ if c in STATUS)
+    if isinstance(exc, protocol.FrameError):
+        return 400
+    if isinstance(exc, BAD_TEXT):
+        return 400
+    if isinstance(exc, LLMFailure):
+        return 502
+    if isinstance(exc, UNAVAILABLE):
+        return 503  # nothing was recorded: retry
+    return 500
+
 
 # Infrastructure failures: nothing was recorded, the client may retry.
 UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, redis.RedisError)
@@ -28,6 +69,8 @@ def ws_error(exc: BaseException, re: str | None) -> protocol.Error:
     elif isinstance(exc, protocol.FrameError):
         code, zh, en = exc.code, exc.message, exc.message_en
         re = re or exc.re
+    elif isinstance(exc, LLMFailure):
+        code, zh, en = f"llm_{exc.kind}", exc.message_zh, exc.message_en
     elif isinstance(exc, BAD_TEXT):
         # The edge refuses control characters by field; this catches any path it missed,
         # which would otherwise read as "unavailable, retry" and fail the same way again.
@@ -51,11 +94,7 @@ def ws_error(exc: BaseException, re: str | None) -> protocol.Error:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette handler for ArenaError raised by an HTTP route."""
-    status = exc.status if isinstance(exc, ArenaError) else 500
-    if isinstance(exc, BAD_TEXT):
-        status = 400
-    elif isinstance(exc, UNAVAILABLE):
-        status = 503  # nothing was recorded: retry
+    status = status_of(exc)
     err = ws_error(exc, None)
     headers = {}
     if isinstance(exc, ArenaError) and "retry_after" in exc.detail:
@@ -64,3 +103,9 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
         {"code": err.code, "message": err.message, "message_en": err.message_en}, status,
         headers=headers,
     )
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    """A path that names nothing: the same reply shape as every other error."""
+    return JSONResponse(
+        {"code": "not_found", "message": "页面不存在。", "message_en": "Not found."}, 404)

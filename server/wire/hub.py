@@ -37,7 +37,7 @@ from server.sessions.contest import Player, Players
 from server.sessions.context import Context
 from server.sessions.practice import Practice
 from server.sessions.watch import Watcher
-from server.store.bus import Bus
+from server.store.bus import Bus, Gap
 from server.wire import access
 from server.wire.errors import ws_error
 
@@ -47,8 +47,8 @@ CLOSE_SLOW = 4008  # application close code: the client fell too far behind
 
 
 class Connection:
-    __slots__ = ("clock", "id", "limit", "overflowed", "pending", "seq", "signed_out", "task",
-                 "ws")
+    __slots__ = ("clock", "epochs", "id", "limit", "overflowed", "pending", "seq", "signed_out",
+                 "task", "ws")
 
     def __init__(self, ws: WebSocket, queue_size: int, clock: Callable[[], float]) -> None:
         self.ws = ws
@@ -61,6 +61,7 @@ class Connection:
         self.task: asyncio.Task[None] | None = None
         self.overflowed = False
         self.signed_out = False  # its token was revoked: it is being closed
+        self.epochs: dict[str, str] = {}  # channel -> the epoch of the client's `since`
 
     def report(self, exc: BaseException, re: str | None) -> None:
         """Send the error reply for `exc` (worded by the one table in `errors`)."""
@@ -129,11 +130,18 @@ class Connection:
         """Forward whole-state messages (boards): only the newest matters to a client."""
         return bus.subscribe(channel, lambda ch, cseq, body: self.send_body(body))
 
-    async def replay(self, bus: Bus, channel: str, since: int) -> None:
-        """Send what the client missed on `channel` since `since`, or tell it to reload."""
-        missed = await bus.replay(channel, since)
-        if missed is None:
-            self.send(protocol.Reload(channel=channel))
+    async def replay(self, bus: Bus, channel: str, since: int, epoch: str | None = None) -> None:
+        """Send what the client missed on `channel` since `since`, or tell it to reload.
+
+        `since` counts in `epoch`, by default the one the client named for the channel at
+        hello; a stream restarted since (Redis lost it) is never replayed as its sequel.
+        """
+        missed = await bus.replay(channel, since, self.epochs.get(channel, "")
+                                  if epoch is None else epoch)
+        if isinstance(missed, Gap):
+            self.send(protocol.Reload(channel=channel) if missed.reason == "trimmed" else
+                      protocol.Reload(channel=channel, reason="epoch changed",
+                                      message="实时数据已重建，已重新加载最新状态。"))
             return
         for cseq, body in missed:
             self.send_body(body, cseq)
@@ -231,9 +239,7 @@ class SignedIn:
             if claims.jti == out.jti or claims.gen < out.generation:
                 del self._claims[conn]
                 conn.signed_out = True
-                gone = revoked_token()
-                conn.send(protocol.Error(re=None, code=gone.code, message=gone.message_zh,
-                                         message_en=gone.message_en))
+                conn.report(revoked_token(), None)
                 conn.close_soon()
 
 
@@ -328,18 +334,15 @@ async def _handshake(
     msg: protocol.ClientMsg,
 ) -> tuple[Session | None, protocol.Role]:
     if not isinstance(msg, protocol.Hello):
-        conn.send(protocol.Error(
-            re=msg.id, code="hello_required", message="请先发送 hello 握手消息。",
-            message_en="Send hello first.",
-        ))
+        conn.report(protocol.FrameError(
+            "hello_required", "请先发送 hello 握手消息。", "Send hello first."), msg.id)
         return None, "student"
     if msg.v != protocol.PROTOCOL_VERSION:
-        conn.send(protocol.Error(
-            re=msg.id, code="bad_version",
-            message=f"协议版本不兼容（服务器为 {protocol.PROTOCOL_VERSION}），请刷新页面。",
-            message_en=f"Protocol version {msg.v} unsupported; server speaks "
-            f"{protocol.PROTOCOL_VERSION}.",
-        ))
+        conn.report(protocol.FrameError(
+            "bad_version",
+            f"协议版本不兼容（服务器为 {protocol.PROTOCOL_VERSION}），请刷新页面。",
+            f"Protocol version {msg.v} unsupported; server speaks {protocol.PROTOCOL_VERSION}.",
+        ), msg.id)
         return None, "student"
     if not msg.token:
         conn.send(protocol.Welcome(
@@ -347,6 +350,7 @@ async def _handshake(
         ))
         return Practice(res, conn.send, conn.report, name=msg.name.strip() or "匿名学员"), "student"
     claims = await res.tokens.verify(msg.token)  # Unauthorized (revoked too), TokenExpired
+    conn.epochs = {ch: e for ch, e in msg.epoch.items() if ch in msg.since}
     signed_in.add(conn, claims)
     welcome = protocol.Welcome(
         re=msg.id, v=protocol.PROTOCOL_VERSION, conn_id=conn.id, engine=res.engine.name,

@@ -31,6 +31,7 @@ from server.services.accounts import Accounts, Claims, Roster, hash_password, ve
 from server.services.tokens import Signer, Tokens
 from server.settings import Settings
 from server.store.audit import AuditLog
+from server.wire.errors import status_of
 from tests.support import FakeClock
 
 KEY = b"k" * 32
@@ -149,7 +150,7 @@ def test_expired_token() -> None:
     assert signer().verify(token, now=1999.9).sub == "c1"
     with pytest.raises(TokenExpired) as info:
         signer().verify(token, now=2000.0)
-    assert info.value.code == "token_expired" and info.value.status == 401
+    assert info.value.code == "token_expired" and status_of(info.value) == 401
     assert info.value.message_zh == "登录已过期，请重新登录。"
 
 
@@ -430,6 +431,7 @@ def test_unknown_and_malformed_codes_are_invalid(settings: Settings) -> None:
             for code in ("ZZZZ-ZZZZ", "not a code", ""):
                 with pytest.raises(JoinCodeInvalid) as info:
                     await roster.redeem(code)
-                assert info.value.message_zh.startswith("参赛码无效") and info.value.status == 403
+                assert info.value.message_zh.startswith("参赛码无效")
+                assert status_of(info.value) == 403
 
     asyncio.run(run())

@@ -23,6 +23,10 @@ from server.services import library as library_module
 from server.services.embeddings import DocumentCache, E5Embed, load_embed
 from server.services.library import Library
 
+# The first test embeds the intent bank (the `shared` fixture): about 22 s of CPU, twice
+# the wall time or more on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(300)
+
 ROOT = Path(__file__).resolve().parents[2]
 CASE = "m2x7hd"  # the case with the fewest fact documents: the cold builds stay short
 QUESTIONS = [
@@ -52,10 +56,33 @@ def cases(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def shared(model: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, E5Embed]:
+    """The shared rows' file (the intent bank: 1,700 texts, tens of seconds to embed),
+    made once per module; and the embed that made it, which still holds them in memory."""
+    folder = tmp_path_factory.mktemp("shared")
+    embed = E5Embed(model, cache_size=1 << 14)
+    library_module.Matchers({}, embed, folder).embedding()
+    [path] = folder.glob(f"{library_module.SHARED}-*.npz")
+    return path, embed
+
+
+@pytest.fixture
+def cache(tmp_path: Path, shared: tuple[Path, E5Embed]) -> Path:
+    """A cache folder as a start finds it after an earlier start with other cases."""
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    shutil.copy(shared[0], folder)
+    return folder
+
+
 def _load(cases: Path, model: object, cache: Path | None) -> tuple[Library, E5Embed]:
+    """A start: the library loaded and the case's matcher built (on first use)."""
     library_module._MATCHERS.clear()
     embed = E5Embed(model)
-    return Library.load(cases, embed, cache), embed
+    library = Library.load(cases, embed, cache)
+    library.matchers[CASE]
+    return library, embed
 
 
 def _vecs(library: Library) -> np.ndarray:
@@ -69,9 +96,8 @@ def _file(cache: Path) -> Path:
     return path
 
 
-def test_a_warm_start_in_a_fresh_process_embeds_no_fact_document(
-        cases: Path, model: object, tmp_path: Path) -> None:
-    cache = tmp_path / "embeddings"
+def test_a_warm_start_in_a_fresh_process_embeds_nothing(
+        cases: Path, model: object, tmp_path: Path, cache: Path) -> None:
     cold, embed = _load(cases, model, cache)
     assert embed.model_texts > 100  # the cold start did embed the case's documents
     # A new process, on the server's own path ("auto" loads the model): nothing in memory.
@@ -97,10 +123,9 @@ def test_a_warm_start_in_a_fresh_process_embeds_no_fact_document(
 
 
 def test_vectors_and_matches_are_the_same_with_and_without_the_cache(
-        cases: Path, model: object, tmp_path: Path) -> None:
-    cache = tmp_path / "embeddings"
+        cases: Path, model: object, cache: Path) -> None:
     plain, _ = _load(cases, model, None)
-    assert not cache.exists()
+    assert len(list(cache.iterdir())) == 1  # the shared file only
     _load(cases, model, cache)  # fills it
     warm, embed = _load(cases, model, cache)
     assert embed.model_texts == 0
@@ -126,9 +151,8 @@ def _wrong_shape(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_truncate, _garbage, _wrong_shape])
 def test_a_damaged_file_is_ignored_and_rewritten(
-        cases: Path, model: object, tmp_path: Path, damage: object,
+        cases: Path, model: object, cache: Path, damage: object,
         caplog: pytest.LogCaptureFixture) -> None:
-    cache = tmp_path / "embeddings"
     cold, _ = _load(cases, model, cache)
     path = _file(cache)
     damage(path)  # type: ignore[operator]
@@ -183,3 +207,19 @@ def test_concurrent_writers_leave_a_readable_file(
     assert any(final.keys() == rows.keys() and all(
         np.array_equal(final[k], rows[k]) for k in rows) for rows in sets)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+
+
+def test_a_second_library_in_a_process_writes_the_whole_shared_file(
+        shared: tuple[Path, E5Embed], tmp_path: Path) -> None:
+    """arena embeds the intent bank once per process: a later library, here with an
+    empty cache folder, must still write every shared row for the next process."""
+    path, embed = shared
+    folder = tmp_path / "embeddings"
+    before = embed.model_texts
+    library_module.Matchers({}, embed, folder).embedding()
+    assert embed.model_texts == before  # from the embed's memory, not the model
+    [again] = folder.glob(f"{library_module.SHARED}-*.npz")
+    docs = DocumentCache(folder, embed, embed.identity)
+    rows = docs.read(again)
+    assert rows.keys() == docs.read(path).keys()
+    assert len(rows) == len(set(library_module.shared_texts())) > 1000

@@ -173,9 +173,12 @@ def test_a_cut_off_answer_is_a_failure_but_a_long_one_is_not(sim: Sim) -> None:
             assert failure is not None and failure.kind == "stream_error" and text
             assert sim.stats()["requests"] == 1
             assert relay.breaker.state == "open"
-            relay.breaker.succeeded()
-            sim.configure(fault="none")
-            relay.primary._max_tokens = 2  # type: ignore[attr-defined]
+        finally:
+            await relay.aclose()
+        # An answer cut at max_tokens is a failure of the turn, not of the endpoint.
+        sim.configure(fault="none")
+        relay = make_relay(sim, llm_breaker_failures=1, llm_max_tokens=2)
+        try:
             _, _, failure = await answer(relay)
             assert failure is not None and failure.kind == "length"
             assert relay.breaker.state == "closed"

@@ -1,6 +1,7 @@
-"""server.patient.upstream's connection pool against a hand-written HTTP/1.1 server on loopback,
-which does what real endpoints sometimes do: close kept-alive connections, stall
-mid-body, end a body by closing the connection."""
+"""server.patient.upstream against a hand-written HTTP/1.1 server on loopback: the connection
+pool, which meets what real endpoints sometimes do (close kept-alive connections, stall
+mid-body, end a body by closing the connection), and the answer's server-sent events as
+proxies and other servers may frame them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import pytest
 
-from server.patient.upstream import UpstreamPool
+from server.patient.upstream import Broken, Chunk, Upstream, UpstreamPool
+from server.settings import Settings
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -213,3 +215,89 @@ def test_an_endpoint_that_is_not_listening_is_a_connect_error() -> None:
                     await client.get(f"http://127.0.0.1:{port}/")
 
         run(main())
+
+
+# ---------------------------------------------------------------- the answer's events
+
+
+def sse(*parts: bytes) -> Handler:
+    """An endpoint answering every request with these body parts, one HTTP chunk each."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n")
+        for part in parts:
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await asyncio.sleep(0.005)  # separate reads on the client's side
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return handler
+
+
+async def chunks_from(handler: Handler) -> tuple[list[Chunk], Broken | None]:
+    ep = Endpoint(handler)
+    server = await asyncio.start_server(ep.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    upstream = Upstream(Settings(llm_base_url=f"http://127.0.0.1:{port}/v1",
+                                 llm_read_timeout=1.0), temperature=0.0)
+    got: list[Chunk] = []
+    try:
+        stream = await upstream.open(upstream.request([{"role": "user", "content": "?"}]))
+        try:
+            async for chunk in stream.chunks():
+                got.append(chunk)
+        except Broken as exc:
+            return got, exc
+        finally:
+            await stream.close()
+        return got, None
+    finally:
+        await upstream.aclose()
+        await asyncio.wait_for(ep.closed.wait(), 2)  # the handler is done with the socket
+        server.close()
+        await server.wait_closed()
+
+
+def texts(chunks: list[Chunk]) -> list[str | None]:
+    return [c.choices[0].delta.content if c.choices and c.choices[0].delta else None
+            for c in chunks]
+
+
+def test_events_split_across_reads_and_written_with_crlf_decode_whole() -> None:
+    one = b'data: {"choices":[{"delta":{"content":"\xe8\x83\xb8"}}]}'
+    two = b'data: {"choices":[{"delta":{"content":"\xe7\x97\x9b"},"finish_reason":"stop"}]}'
+    handler = sse(
+        b": keep-alive\r\n\r\n",  # a comment: no event
+        one[:17], one[17:] + b"\r\n\r\n" + two[:9],  # events cut mid-JSON and mid-field
+        two[9:] + b"\r\n\r\n",
+        b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+    )
+
+    got, broken = asyncio.run(chunks_from(handler))
+
+    assert broken is None
+    assert texts(got) == ["胸", "痛", None]
+    assert got[1].choices[0].finish_reason == "stop"
+    assert got[2].usage is not None and got[2].usage.prompt_tokens == 7
+
+
+def test_an_error_event_after_http_200_breaks_the_stream_with_its_message() -> None:
+    handler = sse(
+        b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n',
+        b'event: error\ndata: {"error":{"message":"engine dead"}}\n\n',
+    )
+
+    got, broken = asyncio.run(chunks_from(handler))
+
+    assert texts(got) == ["a"]
+    assert broken is not None and broken.kind == "stream_error"
+    assert broken.detail == "engine dead"
+
+
+def test_a_chunk_that_is_not_json_breaks_the_stream() -> None:
+    got, broken = asyncio.run(chunks_from(sse(b"data: {not json\n\n")))
+
+    assert got == [] and broken is not None and broken.kind == "stream_error"
