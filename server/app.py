@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -16,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -39,7 +38,7 @@ from server.store.audit import prepare as prepare_database
 from server.store.bus import Bus
 from server.store.live import LiveState
 from server.store.objects import open_store
-from server.wire import api, errors, hub
+from server.wire import api, authoring, errors, hub
 from server.wire.edge import Edge, redact_access_log
 
 WEB = Path(__file__).parent / "web"
@@ -107,15 +106,13 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The matching process loads the library alongside this one: one after the other,
-        # the first scored submission came 4 s later (docs/benchmarks.md, restart).
-        background = Background(
-            settings.cases_dir, embeddings=settings.embeddings, cache_dir=settings.embedding_cache,
-        )
+        # Reads the cases `arena up` has just checked. The pool builds the matchers here,
+        # on this thread, and forks its worker from this process, which shares them: built
+        # once, not once per process (docs/benchmarks.md, restart).
+        library = _load_library(settings)
+        background = Background(library)
         await background.start()
         try:
-            # Embedding every fact takes seconds of CPU: in a thread, so the loop stays live.
-            library = await asyncio.to_thread(_load_library, settings)
             # Migrations run as the owner; the pool logs in as the app role, which can only
             # append to and read the event log (settings.database_app_user).
             await prepare_database(
@@ -170,12 +167,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             await live.close()
             await audit.close()
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"code": "not_found", "message": "页面不存在。"}, 404)
-
     return Starlette(
         routes=[
             *api.ROUTES,
+            *authoring.ROUTES,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
@@ -185,7 +180,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         lifespan=lifespan,
         middleware=[Middleware(Edge)],
         exception_handlers={
-            ArenaError: errors.http_error, 404: not_found,
+            ArenaError: errors.http_error, 404: errors.not_found,
             # Text PostgreSQL refuses (a NUL in a path): a 400 naming it, not a 500.
             **dict.fromkeys(errors.BAD_TEXT, errors.http_error),
             # PostgreSQL or Redis down: the 503 `unavailable` in Chinese, not a bare 500.

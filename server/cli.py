@@ -132,6 +132,41 @@ def cmd_cases_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_cases_import(args: argparse.Namespace) -> int:
+    """A record or OSCE JSON to a draft case file (or stdout); never into the library."""
+    from arena.importer import import_source
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"读不到文件 (cannot read {args.file}): {exc.strerror}", file=sys.stderr)
+        return 2
+    draft = import_source(data, args.index)
+    if not draft.case:
+        for p in draft.problems:
+            print(p, file=sys.stderr)
+        return 2
+    text = msgspec.json.format(msgspec.json.encode(draft.case), indent=2).decode() + "\n"
+    report = sys.stderr
+    if args.output:
+        out = Path(args.output).resolve()
+        library = (Path(args.cases) if args.cases else from_env().cases_dir).resolve()
+        if out.is_relative_to(library):
+            print(f"草稿不写入病例库 (a draft is not written into the case library {library}); "
+                  "finish it elsewhere; it joins the library once `arena cases check` passes",
+                  file=sys.stderr)
+            return 2
+        out.write_text(text, encoding="utf-8")
+        report = sys.stdout
+        print(f"draft {draft.case['id']} ({draft.source}) -> {out}", file=report)
+    else:
+        sys.stdout.write(text)
+    for p in draft.problems:
+        print(f"    {p}", file=report)
+    print(f"{len(draft.problems)} problems to fix before this draft is a case", file=report)
+    return 1 if draft.problems else 0
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
     if getattr(args, "port", None):
@@ -161,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         "before play), print every problem with its JSON path")
     check.add_argument("folder", nargs="?", default="", help="default: CASES_DIR")
     check.set_defaults(fn=cmd_cases_check)
+    imp = cases_sub.add_parser(
+        "import", help="a sectioned Chinese record (text) or AgentClinic OSCE JSON to a draft "
+        "case; prints every problem with its JSON path, exit 1 while there are any")
+    imp.add_argument("file", help="record (.txt, UTF-8 or GB18030) or OSCE JSON / JSON lines")
+    imp.add_argument("-o", "--output", default="", help="write the draft here (default stdout); "
+                     "refused inside the case library")
+    imp.add_argument("--index", type=int, default=0, help="which case of a JSON lines file")
+    imp.add_argument("--cases", default="", help="the case library to keep out of (default "
+                     "CASES_DIR)")
+    imp.set_defaults(fn=cmd_cases_import)
     console.add_case_parsers(cases_sub)
     console.add_parsers(sub)
     audit_cli.add_parsers(sub)
