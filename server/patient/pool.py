@@ -121,6 +121,14 @@ class Background:
             warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
             self._ready = self._submit(_ping)
 
+    def renew(self) -> None:
+        """The library changed (the case editor published a case): the next request starts
+        a worker that has it. The running worker finishes what it holds, then exits; until
+        then nothing is matched against a library that lacks the case."""
+        executor, self._executor, self._ready = self._executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
     async def check(self) -> str | None:
         """None once the worker answers, else why not (for /readyz). A worker that died
         is replaced here, so a probe brings matching back before a submission needs it."""

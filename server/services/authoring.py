@@ -5,9 +5,9 @@ A draft is a whole case document (JSON) kept as numbered, append-only versions
 teacher saves half-written work, and each version records how many problems it had.
 Publishing does refuse it: only a version with no problem (the schema's `check_case`
 and the secrecy lint) is written into the cases folder, added to the running library
-and given a visibility. Other server processes, and this one's matching pool (which
-scores submissions), read the folder when they start: a published case reaches them at
-their next restart (docs/cases.md, "The case editor").
+and given a visibility; the route then renews this process's matching pool (which
+scores submissions). Other server processes read the folder when they start: a published
+case reaches them at their next restart (docs/cases.md, "The case editor").
 
 Problems are shown to teachers in Chinese, each with the JSON path of its field
 (`arena.cases.check_case`'s English lines are translated by `explain`).

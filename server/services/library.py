@@ -258,7 +258,8 @@ class Library:
     def add(self, case: Case) -> None:
         """Add a validated case at run time, or replace the one with its id (the case
         editor publishes this way); its matcher is built again on first use. Only this
-        process learns it: others, and the matching pool, read the folder at start."""
+        process learns it (its matching pool once renewed); others read the folder when
+        they start."""
         self.cases[case.id] = case
         self.views[case.id] = patient_view(case)
         self.hashes[case.id] = hashlib.sha256(msgspec.json.encode(case)).hexdigest()

@@ -597,7 +597,7 @@ $("#publish-confirm").addEventListener("click", async () => {
     $("#publish-dialog").close();
     showVisibility(res.visibility);
     showText($("#editor-note"), `已发布第 ${res.version} 版为“${VISIBILITY[res.visibility]}”。`
-      + "本服务器已可使用；其他服务器进程和评分用的匹配进程要重启后才读到，请在比赛或教学使用前重启服务器。");
+      + "本服务器（含评分）已可使用；如有多个服务器进程，其他进程要重启后才读到。");
     const listed = state.cases.find((c) => c.id === state.id);
     if (listed) listed.visibility = res.visibility;
   } catch (err) {

@@ -170,6 +170,9 @@ async def publish(request: Request) -> Response:
         # Like a refused roster: every problem at once, so the author fixes them in one pass.
         return _json({"code": exc.code, "message": exc.message_zh, "message_en": exc.message_en,
                       "problems": exc.detail["problems"]}, 400)
+    # Submissions are scored in the matching worker, which holds the library it started
+    # with: a new worker, or a round on the published case could not be scored.
+    request.app.state.context.background.renew()
     return _json(result)
 
 

@@ -13,9 +13,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
+from arena.cases import Case
 from server.patient.pool import Background, MatcherGone
 from server.services.library import Library
 
@@ -192,3 +194,26 @@ def test_the_worker_exits_when_the_server_is_killed(threads: bool) -> None:
                 time.sleep(0.05)
         finally:
             server.kill()
+
+
+def test_a_case_published_at_run_time_is_matched_after_renew(library: Library) -> None:
+    """The case editor adds a case to the running library; the worker it started with does
+    not have it. After `renew` the next match runs in a worker that does."""
+    case = msgspec.json.decode(msgspec.json.encode(library.cases["r8c3vn"]), type=Case)
+    added = msgspec.structs.replace(case, id="pub001")
+    fresh = Library.load(CASES, None)  # the module's library stays as it was
+
+    async def main() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        bg = Background(fresh)
+        try:
+            await bg.start()
+            before = await bg.match("r8c3vn", QUESTIONS[0], ())
+            fresh.add(added)
+            bg.renew()
+            async with asyncio.timeout(120):
+                return before, await bg.match("pub001", QUESTIONS[0], ())
+        finally:
+            await bg.close()
+
+    before, after = asyncio.run(main())
+    assert after == before and after
