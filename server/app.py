@@ -109,9 +109,17 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         # Reads the cases `arena up` has just checked. The pool builds the matchers here,
         # on this thread, and forks its worker from this process, which shares them: built
         # once, not once per process (docs/benchmarks.md, restart).
+        # Seconds with a warm cache; the first start on a data folder also embeds the
+        # intent bank (half a minute or more): say so, or the page looks dead meanwhile.
+        began = time.perf_counter()
+        log.info("正在加载病例库和题目匹配（首次启动需计算向量，可能要一分钟）"
+                 " loading the case library and question matching")
         library = _load_library(settings)
         background = Background(library)
         await background.start()
+        log.info("病例库已加载：%d 个病例，%.1f 秒 (case library loaded: %d cases, %.1f s)",
+                 len(library.cases), time.perf_counter() - began, len(library.cases),
+                 time.perf_counter() - began)
         try:
             # Migrations run as the owner; the pool logs in as the app role, which can only
             # append to and read the event log (settings.database_app_user).

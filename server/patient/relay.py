@@ -333,7 +333,7 @@ class Generation:
         if engine is not relay.primary:
             LLM_FALLBACKS.inc()
         judged = engine is not relay.primary or relay.fallback is None  # no breaker verdict
-        guard = relay.guard(self.case, self.question)
+        guard = relay.guard(self.case, self.question, self.history)
         started = time.perf_counter()
         stream = engine.stream(self.view, self.history, self.question)
         try:
@@ -418,12 +418,14 @@ class Relay:
         LLM_ERRORS.labels(engine=self.primary.name, kind="unavailable").inc()
         raise LLMFailure("unavailable", detail="circuit breaker open")
 
-    def guard(self, case: Case, question: str) -> OutputGuard:
-        """A fresh guard for one answer; the case's terms are extracted once."""
+    def guard(self, case: Case, question: str, history: Sequence[Turn] = ()) -> OutputGuard:
+        """A fresh guard for one answer; the case's terms are extracted once. It reads the
+        answers already shown (`history`), so a term spelled a letter per answer, or a
+        bare "对" to a follow-up of a guessed diagnosis, completes here and is caught."""
         terms = self._terms.get(case.id)
         if terms is None:
             terms = self._terms[case.id] = guard_terms(case)
-        return OutputGuard(terms, allowed_text=question)
+        return OutputGuard(terms, allowed_text=question, history=history)
 
     def generate(
         self, *, key: str, case: Case, view: PatientView, history: Sequence[Turn],

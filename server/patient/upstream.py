@@ -11,10 +11,12 @@ whose connections are `asyncio.Protocol`s with httptools' C parser (the one uvic
 serves with): a streamed response costs one callback per socket read and one future per
 wait. `SseStream` reads the body straight from the connection (`Body`, handed over in the
 response's extensions, as httpcore exposes its socket), every byte that has arrived per
-await, and decodes each event with msgspec into the few fields the relay reads. Whether
-this pool earns its place over the SDK's own aiohttp transport is for a same-run A/B in
-loadtest/relay_bench.py to show (more than 10 % of server CPU per relayed token, or it
-goes); docs/benchmarks.md says where that measurement stands.
+await, and decodes each event with msgspec into the few fields the relay reads. It
+stays because a same-run A/B (loadtest/relay_bench.py --against a tree whose Upstream
+uses the SDK's own `DefaultAioHttpClient`, the same SSE decoding; docs/benchmarks.md,
+"The rebuild (issue 11)") measured 144.8 us of server CPU per relayed token over this
+pool against 177.1 us over aiohttp: the SDK's transport costs 22 % more, beyond the
+10 % that would keep a hand-written pool. Should that change, this pool goes.
 
 What the pool does not do, because an LLM endpoint does not need it: HTTP/2, proxies,
 pipelining, request bodies streamed in parts, 1xx responses other than being skipped.

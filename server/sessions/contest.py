@@ -306,6 +306,7 @@ class Player:
             changed = protocol.decode_server(body)
             if isinstance(changed, protocol.RoundState):
                 state.change, state.reason = changed.change, changed.reason
+                state.epoch = changed.epoch  # the stream the number counts in
             state.cseq = cseq  # it stands for the channel message it personalises
             self.conn.send(state)
             self._maybe_play(rnd)

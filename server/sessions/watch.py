@@ -58,7 +58,7 @@ class Watcher:
         if since:
             await conn.replay(bus, ch, since)
         state = await self.res.rounds.state(round_id)
-        state.cseq = await bus.last_seq(ch)
+        state.epoch, state.cseq = await bus.position(ch)
         conn.send(state)
         self._round.append(conn.follow_latest(bus, board_channel(round_id, self.view)))
         body = await self.res.boards.latest(round_id, self.view)
@@ -115,9 +115,10 @@ class Watcher:
             ))
         if not events:
             raise NotFound("没有这位选手的作答记录。", f"No attempt {attempt_id!r}.")
+        epoch, cseq = await self.res.bus.position(ch)
         self.conn.send(protocol.Transcript(
             attempt_id=attempt_id, name=name, entries=entries, card=card,
-            ch=ch, cseq=await self.res.bus.last_seq(ch),
+            ch=ch, cseq=cseq, epoch=epoch,
         ))
 
     def close(self) -> None:

@@ -233,9 +233,6 @@ class Bus:
         counts: Any = await self.r.pubsub_numsub(self._key("proc", instance))
         return bool(counts and counts[0][1])
 
-    async def last_seq(self, channel: str) -> int:
-        return int(await self.r.get(self._key("seq", channel)) or 0)
-
     async def position(self, channel: str) -> tuple[str, int]:
         """The channel's (epoch, last sequence number); ("", 0) before its first message."""
         async with self.r.pipeline(transaction=True) as p:

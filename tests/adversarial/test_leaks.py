@@ -14,7 +14,6 @@ suite's own. Honest questions must still get the patient's real answers from bot
 from __future__ import annotations
 
 import base64
-import inspect
 import re
 import unicodedata
 from collections import Counter
@@ -115,13 +114,6 @@ def leak_report(oracle: LeakOracle, seen: list[tuple[Attack, Step, Shown]]) -> l
         for attack_id, items in by_attack.items()
         for leak in oracle.leaks_in_turns([(step.question, shown.text) for _, step, shown in items])
     ]
-
-
-def relay_reads_history() -> bool:
-    """Whether the relay gives the guard the turns before (needed for spelled-out leaks)."""
-    from server.patient.relay import Relay
-
-    return "history" in inspect.signature(Relay.guard).parameters
 
 
 def summary(problems: list[str], turns: int) -> str:
@@ -375,9 +367,6 @@ def test_the_llm_patient_catches_a_name_spelled_a_letter_per_answer(
     attacks = [(a, s) for a, s in obey_plan(case_id, oracle) if a.category == "spelled"]
     assert attacks
     problems = leak_report(oracle, obeyed(llm_server, sim, case_id, attacks))
-    if problems and not relay_reads_history():
-        pytest.xfail("the relay does not give the guard the turns before: "
-                     "Relay.guard(case, question, history) in server/patient/relay.py")
     assert not problems, summary(problems, len(problems))
 
 

@@ -244,6 +244,7 @@ def test_a_case_from_a_pasted_record_and_the_raw_json(
     # What the form has no input for is edited as JSON and comes back into the form.
     raw = pg.get_by_test_id("raw-json")
     raw.locator("xpath=ancestor::details").locator("summary").click()
+    expect(raw).not_to_have_value("")  # filled by the toggle event, a task after the click
     doc = json.loads(raw.input_value())
     doc["defaults"] = {"smoking": "我从来不抽烟。"}
     doc["title"] = "右下腹痛"

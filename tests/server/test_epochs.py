@@ -242,10 +242,6 @@ def test_a_contestant_from_before_redis_lost_the_round_gets_reload_then_plays_on
         assert end.status == "ok" and text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server/sessions stamps cseq without its epoch: contest.Player._round_changed needs "
-    "`state.epoch = changed.epoch`, watch.Watcher.watch `state.epoch, state.cseq = await "
-    "bus.position(ch)` (and open_transcript the same for Transcript)"))
 def test_every_message_that_carries_a_cseq_carries_its_epoch(url: str) -> None:
     org = Api.login(url)
     rid, token, _ = _running(org)
