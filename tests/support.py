@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -35,6 +38,65 @@ def free_port() -> int:
 
 
 ADMIN_PASSWORD = "admin-password-for-tests"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """`arena up` or `arena serve` as an OS process, on a loopback port of its own, its
+    output in `log`: what fault tests start, stop, kill and read."""
+
+    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", command, "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def wait_for(self, path: str, timeout: float) -> None:
+        """Until `path` answers 200; raises with the log's tail if the process exits or
+        the time runs out (the process is then killed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"arena exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                raise RuntimeError(f"arena: {path} not 200 in {timeout} s:\n{self.tail()}")
+            time.sleep(0.05)
+
+    def terminate(self) -> float:
+        """SIGTERM; the seconds it took to exit (killed, and infinite, after 10)."""
+        start = time.monotonic()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            return float("inf")
+        return time.monotonic() - start
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
 
 
 class FakeClock:

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 NICE = 19  # only what everything else leaves idle
 
+_Request = tuple[str, str, tuple[str, ...]]  # case id, question, topic (the turn before)
+
 
 class MatcherGone(Exception):
     """The matching process stopped, or could not match, before it answered."""
@@ -82,6 +84,8 @@ class Background:
         self._executor: ProcessPoolExecutor | None = None
         self._ready: asyncio.Future[None] | None = None  # the worker's first answer
         self._closed = False
+        self._batch: list[tuple[_Request, asyncio.Future[tuple[str, ...]]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -120,6 +124,9 @@ class Background:
             # here the only one is OpenBLAS's (see _single_threaded). The first submit forks.
             warnings.filterwarnings("ignore", ".*use of fork", DeprecationWarning)
             self._ready = self._submit(_ping)
+        # Read by `check` when a probe comes; a worker that dies first must not be logged
+        # as an error nobody retrieved.
+        self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def renew(self) -> None:
         """The library changed (the case editor published a case): the next request starts
@@ -149,15 +156,49 @@ class Background:
         BACKGROUND_BACKLOG.inc()
         try:
             try:
-                await self.start()
-                return await self._submit(_match, case_id, question, topic)
+                return await self._queued((case_id, question, topic))
             except _WorkerDied:
                 # Once more, on a new worker: the request may have reached the last one in
                 # the moment between its death and the executor noticing it.
-                await self.start()
-                return await self._submit(_match, case_id, question, topic)
+                return await self._queued((case_id, question, topic))
         finally:
             BACKGROUND_BACKLOG.dec()
+
+    def _queued(self, request: _Request) -> asyncio.Future[tuple[str, ...]]:
+        """`request` joins the batch the next loop iteration sends.
+
+        The executor hands every submission and every result to the worker through a
+        thread of its own, which takes the GIL from the event loop each time it wakes. A
+        hundred students asking at once were a hundred wake-ups while their answers began:
+        server CPU per relayed token +7-15 % and TTFT p50 +25 ms against the child process
+        this pool replaced (docs/benchmarks.md, "The rebuild (issue 11)"). A batch is one.
+        """
+        loop = asyncio.get_running_loop()
+        out: asyncio.Future[tuple[str, ...]] = loop.create_future()
+        if not self._batch:
+            task = loop.create_task(self._flush())
+            self._flushing.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._flushing.discard)
+        self._batch.append((request, out))
+        return out
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        try:
+            await self.start()
+            results = await self._submit(_match_many, [request for request, _ in batch])
+        except MatcherGone as exc:  # a dead worker (the callers try once more), or stopping
+            for _, out in batch:
+                if not out.done():
+                    out.set_exception(exc)
+            return
+        for (_, out), result in zip(batch, results, strict=True):
+            if out.done():  # the caller stopped waiting
+                continue
+            if isinstance(result, str):  # that request failed alone; the worker goes on
+                out.set_exception(MatcherGone(result))
+            else:
+                out.set_result(result)
 
     def _submit(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """`fn(*args)` in the worker, as an asyncio future that fails only with MatcherGone."""
@@ -284,3 +325,14 @@ def _match(case_id: str, question: str, topic: tuple[str, ...]) -> tuple[str, ..
     assert _library is not None
     matches = _library.matchers[case_id].match(question, topic=topic)
     return tuple(m.fact_id for m in matches)
+
+
+def _match_many(requests: list[_Request]) -> list[tuple[str, ...] | str]:
+    """Each request's facts, or why that request failed (the others still count)."""
+    out: list[tuple[str, ...] | str] = []
+    for case_id, question, topic in requests:
+        try:
+            out.append(_match(case_id, question, topic))
+        except Exception as exc:
+            out.append(f"{type(exc).__name__}: {exc}")
+    return out

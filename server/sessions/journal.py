@@ -56,6 +56,7 @@ class Journal:
         self.actor = actor
         self.publish = publish  # contests show each entry live to judges; practice does not
         self._matching: asyncio.Task[None] | None = None  # the last turn's background match
+        self._hurry = asyncio.Event()  # a submission waits: match without waiting for answers
 
     async def record(
         self, event: AttemptEvent, request_id: str | None, *, actor: str | None = None,
@@ -110,14 +111,29 @@ class Journal:
 
     # ---- matching for scoring ------------------------------------------------------------
 
-    def match_later(self, turns: list[int]) -> None:
-        """Match `turns` for scoring in the matching pool, after those before them."""
-        if turns:
-            self._matching = asyncio.create_task(self._match(turns, self._matching))
+    def match_later(self, turns: list[int], *, after: asyncio.Future[None] | None = None
+                    ) -> None:
+        """Match `turns` for scoring in the matching pool, after those before them and, given
+        `after` (the answer's task), once it is done or a submission needs the match.
 
-    async def _match(self, turns: list[int], before: asyncio.Task[None] | None) -> None:
+        Waiting for the answer keeps the pool's hand-offs (a thread of the executor that
+        takes the GIL) out of the moment a burst of questions is being answered, where they
+        cost TTFT (docs/benchmarks.md, "The rebuild (issue 11)"); the score is only needed
+        at submission, which hurries it (`matched`)."""
+        if turns:
+            self._matching = asyncio.create_task(self._match(turns, self._matching, after))
+
+    async def _match(self, turns: list[int], before: asyncio.Task[None] | None,
+                     after: asyncio.Future[None] | None) -> None:
         if before is not None:
             await asyncio.wait([before])  # a follow-up is read against the turn before it
+        if after is not None and not self._hurry.is_set():
+            hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+            waits: list[asyncio.Future[Any]] = [after, hurry]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                hurry.cancel()
         a = self.attempt
         for turn in turns:
             try:
@@ -133,7 +149,11 @@ class Journal:
     async def matched(self) -> None:
         """Wait until every question so far is matched: scoring counts what they covered."""
         if self._matching is not None:
-            await asyncio.wait([self._matching])
+            self._hurry.set()  # an answer still streaming must not hold the score back
+            try:
+                await asyncio.wait([self._matching])
+            finally:
+                self._hurry.clear()
 
     def stop(self) -> None:
         if self._matching is not None:

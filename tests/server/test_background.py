@@ -21,6 +21,9 @@ from arena.cases import Case
 from server.patient.pool import Background, MatcherGone
 from server.services.library import Library
 
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
+
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "cases"
 QUESTIONS = ["胸口疼多久了？", "抽烟吗？喝酒吗？", "以前得过什么病？", "有没有药物过敏？"]

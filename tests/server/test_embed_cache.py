@@ -25,7 +25,8 @@ from server.services.library import Library
 
 # The first test embeds the intent bank (the `shared` fixture): about 22 s of CPU, twice
 # the wall time or more on a busy 2-core machine.
-pytestmark = pytest.mark.timeout(300)
+# Needs no service: the external pass skips it.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.own_services]
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = "m2x7hd"  # the case with the fewest fact documents: the cold builds stay short

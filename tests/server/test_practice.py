@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import msgspec
 import pytest
 import redis
 
@@ -201,3 +202,27 @@ def test_health_readiness_metrics_and_cases(live_server: str) -> None:
             assert page.status_code == 200 and 'lang="zh-CN"' in page.text
 
     asyncio.run(run())
+
+
+def test_a_submission_during_an_answer_counts_that_question(
+    settings: Settings, fetch_events  # type: ignore[no-untyped-def]
+) -> None:
+    """A question is matched for scoring once its answer is over, not while it starts
+    (server/sessions/journal.py); a submission made while it still streams must not be
+    scored without it."""
+    slow = msgspec.structs.replace(settings, scripted_chunk_ms=400.0)
+    with running_server(slow) as url, Client(url) as c:
+        c.hello("赵同学")
+        c.request("start_practice", case_id="r8c3vn")
+        started: protocol.PracticeStarted = c.expect("practice_started")
+        c.request("ask", text="哪里不舒服？")
+        c.expect("answer_start")
+        c.expect("answer_delta")
+        sid = c.request("submit", diagnosis="急性心肌梗死")
+        scored: protocol.Scored = c.until(
+            lambda m: isinstance(m, protocol.Scored) and m.re == sid, timeout=60)
+        assert not any(isinstance(m, protocol.AnswerEnd) for m in c.received), \
+            "the answer ended before the submission: nothing was shown"
+        assert scored.card.total >= 0
+    kinds = [(e["kind"], e["payload"].get("turn")) for e in fetch_events(started.attempt_id)]
+    assert kinds.index(("matched", 1)) < kinds.index(("submitted", None)), kinds

@@ -21,6 +21,9 @@ from server.services.library import Library
 from server.settings import Settings
 from tests.support import FakeClock, Sim
 
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
+
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = Library.load(ROOT / "cases")
 CASE = LIBRARY.get("r8c3vn")

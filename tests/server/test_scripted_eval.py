@@ -17,6 +17,9 @@ from loadtest.scripted_eval import evaluate, load_cases, load_followups, load_it
 from server.services.embeddings import load_embed
 from server.services.library import Library
 
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
+
 CASES = Path(__file__).resolve().parents[2] / "cases"
 
 

@@ -16,6 +16,9 @@ import pytest
 from server.patient.upstream import Broken, Chunk, Upstream, UpstreamPool
 from server.settings import Settings
 
+# Starts what it needs itself (or needs no service): the external pass skips it.
+pytestmark = pytest.mark.own_services
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 
