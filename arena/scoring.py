@@ -31,7 +31,7 @@ from arena.terminology import (
 
 # Recorded with every score so a result can be replayed; bump it when a rule changes
 # what any answer scores.
-RULES_VERSION = "rules-3"
+RULES_VERSION = "rules-4"
 
 # needs_judge: the rules cannot tell; 0 points until a judge rules (`adjudicate`).
 Verdict = Literal["correct", "partial", "needs_judge", "wrong"]
@@ -90,6 +90,7 @@ def normalize(text: str) -> str:
 # An answer is read with the shared terminology (arena.terminology) into the diagnoses
 # it names; each is compared with the key by the rules below, in this order, and the
 # first that applies decides (docs/scoring.md lists them with examples):
+#   0. the key's name or a synonym the case lists, word for word -> correct
 #   1. nothing written                                  -> wrong
 #   2. the key negated or excluded (排除, 非, 无 ...)     -> wrong
 #   3. a contrary qualifier (急性 vs 慢性, 下壁 vs 前壁)   -> wrong
@@ -333,6 +334,12 @@ def _judge(answer: str, key: Diagnosis, partial: Iterable[Diagnosis] = (),
         extra.update(t.extra)
     if len(answer) > MAX_ANSWER_CHARS:
         return "needs_judge", f"诊断超过 {MAX_ANSWER_CHARS} 字，规则不判定"
+    said = normalize(answer)
+    if said and said in {normalize(n) for n in (key.name, *key.synonyms) if n}:
+        # The key's own words are the key, however the terminology would read them: a
+        # compound or qualified name ("横纹肌溶解症并急性肾损伤", "重症肌无力（全身型）")
+        # went to a judge when submitted exactly as the case writes it.
+        return "correct", "与标准诊断原文一致"
     mentions = read(answer, term, extra)
     if not mentions:
         return "wrong", "未填写诊断"
