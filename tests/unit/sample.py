@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import zlib
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from arena.cases import Case, load_case
 
@@ -99,3 +103,19 @@ def sample_dict() -> dict[str, Any]:
 @cache
 def sample_case() -> Case:
     return load_case(msgspec.json.encode(sample_dict()), "sample")
+
+
+class CharEmbed:
+    """A stand-in embedding (hashed character bigrams): deterministic, no model, counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for a, b in itertools.pairwise(t):
+                out[i, zlib.crc32((a + b).encode()) % 64] += 1
+            out[i] /= max(1e-9, float(np.linalg.norm(out[i])))
+        return out

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import zlib
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from arena import intents
@@ -24,7 +20,7 @@ from arena.intents import (
     subjects_in,
 )
 from arena.matching import QuestionMatcher
-from tests.unit.sample import sample_case
+from tests.unit.sample import CharEmbed, sample_case
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE_FILES = sorted((ROOT / "cases").glob("*.json")) + sorted(
@@ -34,22 +30,6 @@ _NORM = re.compile(r"[\s？?。.！!，,；;…~～、]+")
 
 def norm(text: str) -> str:
     return _NORM.sub("", text).lower()
-
-
-class CharEmbed:
-    """A stand-in embedding (hashed character bigrams): deterministic, no model, counts calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for a, b in itertools.pairwise(t):
-                out[i, zlib.crc32((a + b).encode()) % 64] += 1
-            out[i] /= max(1e-9, float(np.linalg.norm(out[i])))
-        return out
 
 
 def test_every_intent_has_at_least_30_paraphrases() -> None:

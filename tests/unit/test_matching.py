@@ -6,14 +6,11 @@ figures; the embedded matcher is measured by `python -m loadtest.scripted_eval`.
 
 from __future__ import annotations
 
-import itertools
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 import pytest
 
 from arena.cases import Fact, load_case
@@ -33,7 +30,7 @@ from loadtest.scripted_eval import (
     load_split,
     patients_for,
 )
-from tests.unit.sample import sample_case, sample_dict
+from tests.unit.sample import CharEmbed, sample_case, sample_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "cases"
@@ -71,22 +68,6 @@ def annotated(drop: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
 
 def matcher_for(d: dict[str, Any], embed: Any = None) -> QuestionMatcher:
     return QuestionMatcher(load_case(msgspec.json.encode(d), "test").facts, embed)
-
-
-class CharEmbed:
-    """A stand-in embedding (hashed character bigrams): deterministic, no model, counts calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[int] = []
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(len(texts))
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for a, b in itertools.pairwise(t):
-                out[i, zlib.crc32((a + b).encode()) % 64] += 1
-            out[i] /= max(1e-9, float(np.linalg.norm(out[i])))
-        return out
 
 
 def ids(matcher: QuestionMatcher, question: str, topic: Sequence[str] = ()) -> list[str]:
