@@ -10,6 +10,7 @@ contestant.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ from server import protocol
 from server.sessions.context import Context
 from server.sessions.journal import entry, publish_entry
 from server.store.scores import contestant_name, current_card, latest_per_attempt
+
+log = logging.getLogger("arena.judging")
 
 
 def round_of(attempt_id: str) -> str:
@@ -84,13 +87,20 @@ async def rule(
             conn=conn,
         )
     now = res.clock()
-    progress = (await res.live.progress(round_id)).get(msg.attempt_id)
-    if progress is not None:
-        progress.score = new.total
-        await res.live.set_progress(round_id, msg.attempt_id, progress)
-    res.boards.touch(round_id)
-    await publish_entry(res, msg.attempt_id, entry(kind, actor, payload, now))
-    await publish_entry(res, msg.attempt_id, entry("scored", actor, new, now), card=new)
+    try:
+        # The ruling is durable: what follows only shows it live. With Redis away, the
+        # judge still gets the acknowledgement (a retry would only hear "already
+        # recorded"); the board and open transcripts catch up from the log.
+        progress = (await res.live.progress(round_id)).get(msg.attempt_id)
+        if progress is not None:
+            progress.score = new.total
+            await res.live.set_progress(round_id, msg.attempt_id, progress)
+        res.boards.touch(round_id)
+        await publish_entry(res, msg.attempt_id, entry(kind, actor, payload, now))
+        await publish_entry(res, msg.attempt_id, entry("scored", actor, new, now), card=new)
+    except Exception as exc:
+        log.warning("ruling on %s recorded, not shown live (%s)", msg.attempt_id,
+                    type(exc).__name__)
 
 
 async def review_queue(res: Context, round_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,48 @@ def test_the_bus_listener_catches_up_on_what_it_missed_while_resubscribing(
 
 def _body(text: str) -> bytes:
     return protocol.encode(protocol.Reload(channel=text))
+
+
+def test_a_ruling_while_valkey_is_killed_is_answered_and_recorded_once(
+    arena: Arena, own: Settings, valkey: Valkey,
+) -> None:
+    """A judge's ruling with Valkey gone: the judge hears back (an acknowledgement, or a
+    clear error before anything was recorded), and once Valkey is back a retry of the same
+    request records nothing twice."""
+    org = Api.login(arena.url)
+    user = f"judge-{uuid.uuid4().hex[:8]}"
+    org.call("POST", "/api/accounts", {"username": user, "password": "judge-password",
+                                       "role": "judge", "display_name": "复核评委"})
+    judge_api = Api.login(arena.url, user, "judge-password")
+    _, token, _ = _running_round(org)
+    with Client(arena.url) as a, Client(arena.url) as judge:
+        _hello(a, token)
+        play: protocol.PlayState = a.expect("play_state")
+        a.request("submit", diagnosis="心绞痛", differentials=["急性心包炎"], reasoning="胸痛")
+        a.expect("submit_ack", timeout=60)
+        _hello(judge, judge_api.token)
+        valkey.kill()
+        try:
+            ruling = judge.request("override", attempt_id=play.attempt_id,
+                                   section="differentials", line=0, points=2.0,
+                                   reason="复核：已讨论主动脉夹层")
+            reply = judge.until(lambda m: isinstance(m, protocol.Ack | protocol.Error)
+                                and m.re == ruling, timeout=20)
+            recorded = [e for e in _events(own, play.attempt_id) if e["kind"] == "overridden"]
+        finally:
+            valkey.restart()
+        # An error must mean nothing was recorded: a judge told "unavailable" about a ruling
+        # that stands would rule again, or wrongly believe it did not count.
+        if isinstance(reply, protocol.Error):
+            assert reply.message and reply.code and not recorded, (reply, recorded)
+        else:
+            assert len(recorded) == 1, recorded
+        again = judge.request("override", attempt_id=play.attempt_id,
+                              section="differentials", line=0, points=2.0,
+                              reason="复核：已讨论主动脉夹层", id=ruling)
+        judge.until(lambda m: isinstance(m, protocol.Ack | protocol.Error) and m.re == again,
+                    timeout=20)
+    rulings = [e for e in _events(own, play.attempt_id) if e["kind"] == "overridden"]
+    assert len(rulings) == 1 and rulings[0]["request_id"] == ruling, rulings
+    took = arena.terminate()
+    assert took <= 10, f"SIGTERM took {took} s:\n{arena.tail()}"
