@@ -207,13 +207,16 @@ class Client:
                 return msg
 
     def hello(
-        self, name: str = "测试学员", token: str = "", since: dict[str, int] | None = None
+        self, name: str = "测试学员", token: str = "", since: dict[str, int] | None = None,
+        epoch: dict[str, str] | None = None,
     ) -> protocol.Welcome:
         fields: dict[str, Any] = {"v": protocol.PROTOCOL_VERSION, "name": name}
         if token:
             fields["token"] = token
         if since:
             fields["since"] = since
+        if epoch:
+            fields["epoch"] = epoch  # the epoch each `since` number counts in
         self.request("hello", **fields)
         return self.expect("welcome")  # type: ignore[no-any-return]
 

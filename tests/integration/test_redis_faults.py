@@ -163,13 +163,6 @@ def _running_round(org: Api) -> tuple[str, str, str]:
     return rid, token, screen
 
 
-def _hello(c: Client, token: str, since: dict[str, int] | None = None,
-           epoch: dict[str, str] | None = None) -> None:
-    c.request("hello", v=protocol.PROTOCOL_VERSION, token=token, since=since or {},
-              epoch=epoch or {})
-    c.expect("welcome")
-
-
 def _outcome(c: Client, ask_id: str, timeout: float) -> protocol.AnswerEnd | protocol.Error:
     """How the question `ask_id` ended: its answer's end, or an error reply to it."""
     msg: protocol.AnswerEnd | protocol.Error = c.until(
@@ -217,7 +210,7 @@ def _fault_in_question(arena: Arena, own: Settings, fault: Any, recover: Any,
     org = Api.login(arena.url)
     _, token, _ = _running_round(org)
     with Client(arena.url) as a:
-        _hello(a, token)
+        a.hello(token=token)
         play: protocol.PlayState = a.expect("play_state")
         a.request("ping")
         a.expect("pong")  # requests run in order: the join is complete
@@ -272,15 +265,15 @@ def test_flushall_mid_round_sends_reconnecting_clients_reload(
     rid, token, screen = _running_round(org)
     ch = f"round:{rid}"
     with Client(arena.url) as spectator, Client(arena.url) as a:
-        _hello(spectator, screen)
-        _hello(a, token)
+        spectator.hello(token=screen)
+        a.hello(token=token)
         a.expect("play_state")
         org.action(rid, "pause", reason="暂停")
         seen = spectator.until(lambda m: isinstance(m, protocol.RoundState) and m.cseq == 3)
         assert seen.epoch
     org.action(rid, "resume")
     with Client(arena.url) as a:
-        _hello(a, token, {ch: 3})  # no epoch yet: learnt from the replayed message
+        a.hello(token=token, since={ch: 3})  # no epoch yet: learnt from the replayed message
         resumed = a.until(lambda m: isinstance(m, protocol.RoundState) and m.cseq == 4)
         assert resumed.epoch == seen.epoch
 
@@ -292,8 +285,8 @@ def test_flushall_mid_round_sends_reconnecting_clients_reload(
     for action, fields in actions:
         org.action(rid, action, **fields)  # the new stream passes both positions: 1…5
     with Client(arena.url) as spectator, Client(arena.url) as a:
-        _hello(spectator, screen, {ch: 3}, {ch: seen.epoch})
-        _hello(a, token, {ch: 4}, {ch: resumed.epoch})
+        spectator.hello(token=screen, since={ch: 3}, epoch={ch: seen.epoch})
+        a.hello(token=token, since={ch: 4}, epoch={ch: resumed.epoch})
         for c in (spectator, a):
             reload: protocol.Reload = c.expect("reload")
             assert (reload.channel, reload.reason) == (ch, "epoch changed")
@@ -379,11 +372,11 @@ def test_a_ruling_while_valkey_is_killed_is_answered_and_recorded_once(
     judge_api = Api.login(arena.url, user, "judge-password")
     _, token, _ = _running_round(org)
     with Client(arena.url) as a, Client(arena.url) as judge:
-        _hello(a, token)
+        a.hello(token=token)
         play: protocol.PlayState = a.expect("play_state")
         a.request("submit", diagnosis="心绞痛", differentials=["急性心包炎"], reasoning="胸痛")
         a.expect("submit_ack", timeout=60)
-        _hello(judge, judge_api.token)
+        judge.hello(token=judge_api.token)
         valkey.kill()
         try:
             ruling = judge.request("override", attempt_id=play.attempt_id,

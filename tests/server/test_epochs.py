@@ -134,11 +134,6 @@ def url(own: Settings) -> Iterator[str]:
         yield u
 
 
-def _hello(c: Client, token: str, since: dict[str, int], epoch: dict[str, str]) -> None:
-    c.request("hello", v=protocol.PROTOCOL_VERSION, token=token, since=since, epoch=epoch)
-    c.expect("welcome")
-
-
 def _state(c: Client, check: Any = lambda m: True) -> protocol.RoundState:
     msg: protocol.RoundState = c.until(
         lambda m: isinstance(m, protocol.RoundState) and check(m))
@@ -177,7 +172,7 @@ def test_a_spectator_from_before_redis_lost_the_round_gets_reload_then_the_state
     rid, _, screen = _running(org)
     ch = f"round:{rid}"
     with Client(url) as spectator:
-        _hello(spectator, screen, {}, {})
+        spectator.hello(token=screen)
         _state(spectator)
         org.action(rid, "pause", reason="第一次暂停")
         seen = _state(spectator, lambda m: m.change == "round_paused")
@@ -186,7 +181,7 @@ def test_a_spectator_from_before_redis_lost_the_round_gets_reload_then_the_state
     # Within the epoch, what was missed is replayed.
     org.action(rid, "resume")
     with Client(url) as spectator:
-        _hello(spectator, screen, {ch: seen.cseq}, {ch: seen.epoch})
+        spectator.hello(token=screen, since={ch: seen.cseq}, epoch={ch: seen.epoch})
         _state(spectator, lambda m: m.change == "")
         assert [(m.cseq, m.change, m.epoch) for m in _replayed(spectator)][:1] == [
             (4, "round_resumed", seen.epoch)]
@@ -194,7 +189,7 @@ def test_a_spectator_from_before_redis_lost_the_round_gets_reload_then_the_state
 
     _restart_stream(own, org, rid, past=4)
     with Client(url) as spectator:
-        _hello(spectator, screen, {ch: 4}, {ch: seen.epoch})
+        spectator.hello(token=screen, since={ch: 4}, epoch={ch: seen.epoch})
         reload: protocol.Reload = spectator.expect("reload")
         assert (reload.channel, reload.reason) == (ch, "epoch changed")
         now = _state(spectator)
@@ -214,14 +209,14 @@ def test_a_contestant_from_before_redis_lost_the_round_gets_reload_then_plays_on
     rid, token, _ = _running(org)
     ch = f"round:{rid}"
     with Client(url) as a:
-        _hello(a, token, {}, {})
+        a.hello(token=token)
         a.expect("play_state")
         assert a.answer("哪里不舒服？")[1].status == "ok"
 
     # A reconnect replays the missed message, from which the contestant learns the epoch.
     org.action(rid, "pause", reason="暂停")
     with Client(url) as a:
-        _hello(a, token, {ch: 2}, {})
+        a.hello(token=token, since={ch: 2})
         a.expect("play_state")
         replayed = _replayed(a)
         assert [(m.cseq, m.change) for m in replayed] == [(3, "round_paused")]
@@ -232,7 +227,7 @@ def test_a_contestant_from_before_redis_lost_the_round_gets_reload_then_plays_on
     _restart_stream(own, org, rid, past=3)  # ends running: pause, resume, extend, pause
     org.action(rid, "resume")
     with Client(url) as a:
-        _hello(a, token, {ch: 3}, {ch: epoch})
+        a.hello(token=token, since={ch: 3}, epoch={ch: epoch})
         reload: protocol.Reload = a.expect("reload")
         assert (reload.channel, reload.reason) == (ch, "epoch changed")
         play: protocol.PlayState = a.expect("play_state")
@@ -246,9 +241,9 @@ def test_every_message_that_carries_a_cseq_carries_its_epoch(url: str) -> None:
     org = Api.login(url)
     rid, token, _ = _running(org)
     with Client(url) as a, Client(url) as judge:
-        _hello(a, token, {}, {})
+        a.hello(token=token)
         a.expect("play_state")
-        _hello(judge, org.token, {}, {})
+        judge.hello(token=org.token)
         judge.request("watch", round_id=rid)
         first = _state(judge)
         org.action(rid, "pause", reason="暂停")
