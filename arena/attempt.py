@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from arena.cases import Case, Orderable
+from arena.catalogue import Catalogue, catalogue
 from arena.errors import (
     AlreadySubmitted,
     BadRequest,
@@ -47,9 +48,14 @@ class Question(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Ordered(msgspec.Struct, frozen=True, kw_only=True):
-    item_id: str
+    item_id: str  # the case's item (what scoring reads) or a catalogue entry's id
     kind: Literal["exam", "test"]
     at: float
+    menu_id: str  # the menu's id of what was ordered
+    name: str
+    result: str
+    abnormal: bool
+    cost_yuan: float
 
 
 class Submission(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +104,10 @@ class OrderPlaced(msgspec.Struct, frozen=True, tag="ordered", kw_only=True):
     # Name and flag as the contestant saw them, so a judge reads the log without the case.
     name: str = ""
     abnormal: bool = False
+    # What the contestant clicked or typed into (a catalogue entry; "" in older logs, where
+    # the menu was the case's own items) and what it cost (None in older logs: the item's).
+    menu_id: str = ""
+    cost_yuan: float | None = None
 
 
 class Submitted(msgspec.Struct, frozen=True, tag="submitted", kw_only=True):
@@ -217,18 +227,21 @@ class Attempt:
             raise BadRequest("没有等待回答的问题。", f"Turn {turn} is not pending.")
         return answer
 
-    def order(self, item_id: str, now: float) -> tuple[OrderPlaced, Orderable]:
-        """Order an exam or test; the result comes from the case, at once."""
+    def order(self, item_id: str, now: float, menu: Catalogue | None = None
+              ) -> tuple[OrderPlaced, Orderable]:
+        """Order an exam or test from the menu (`menu`, the shared catalogue by default):
+        the case's result where it has one, else the catalogue's normal one, at once."""
         self._check_open(now)
-        item = self.case.orderable(item_id)
-        if item is None:
+        resolved = (menu or catalogue()).resolve(self.case, item_id)
+        if resolved is None:
             raise UnknownOrder(
-                "本病例没有这项检查。", f"This case offers no item {item_id!r}.", item_id=item_id
+                "没有这项检查。", f"No item {item_id!r} on the menu.", item_id=item_id
             )
-        kind: Literal["exam", "test"] = "exam" if item in self.case.exams else "test"
+        item = resolved.item
         placed = OrderPlaced(
-            item_id=item_id, kind=kind, result=item.result, name=item.name,
-            abnormal=item.abnormal, at=now,
+            item_id=item.id, kind=resolved.kind, result=item.result, name=item.name,
+            abnormal=item.abnormal, at=now, menu_id=resolved.menu_id,
+            cost_yuan=item.cost_yuan,
         )
         return placed, item
 
@@ -284,8 +297,14 @@ class Attempt:
                 self.transcript.append(Turn(self.questions[event.turn - 1].text, event.text))
         elif isinstance(event, OrderPlaced):
             if event.item_id not in self.ordered_ids:
-                self.orders.append(Ordered(item_id=event.item_id, kind=event.kind,
-                                           at=event.at or at))
+                cost = event.cost_yuan
+                if cost is None:
+                    own = self.case.orderable(event.item_id)
+                    cost = own.cost_yuan if own else 0.0
+                self.orders.append(Ordered(
+                    item_id=event.item_id, kind=event.kind, at=event.at or at,
+                    menu_id=event.menu_id or event.item_id, name=event.name,
+                    result=event.result, abnormal=event.abnormal, cost_yuan=cost))
         else:
             self.submission = event.submission(at)
             self.submissions += 1

@@ -125,6 +125,9 @@ class Orderable(Model, frozen=True, kw_only=True):
     abnormal: bool = False
     cost_yuan: float = 0.0
     minutes: int = 0
+    # Ids of the shared catalogue's entries this item answers for (arena/catalogue.py);
+    # empty = those its name or aliases equal.
+    covers: list[str] = []
 
 
 class Diagnosis(Model, frozen=True, kw_only=True):

@@ -22,7 +22,7 @@ server's clock yields in tests, within a microsecond for epoch timestamps.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -55,6 +55,8 @@ class RoundRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # Contestants, spectators and the public board see scores while the round runs.
     # Off by default: with several submissions allowed a visible score is an oracle.
     open_scoring: bool = False
+    # Show the order menu; off, contestants type what they order (nothing to pick from).
+    order_menu: bool = True
 
 
 def check_rules(rules: RoundRules) -> list[str]:
@@ -79,6 +81,48 @@ def check_rules(rules: RoundRules) -> list[str]:
     if not 0 <= w.partial_share <= 1:
         problems.append("部分正确诊断的得分比例须在 0 到 1 之间。")
     return problems
+
+
+class Draw(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An organizer's request to draw the round's case at random instead of naming it:
+    from the cases set to contest, of this specialty and difficulty ("" = any), that no
+    earlier round of the competition used."""
+
+    specialty: str = ""
+    difficulty: str = ""
+
+
+class Candidate(msgspec.Struct, frozen=True):
+    """What a draw needs to know of a case."""
+
+    case_id: str
+    specialty: str
+    difficulty: str
+
+
+def draw_case(
+    candidates: Sequence[Candidate], draw: Draw, used: Iterable[str],
+    choose: Callable[[Sequence[str]], str],
+) -> str:
+    """The id of a case drawn by `choose` (randomness, injected: `random.Random().choice`)
+    from `candidates` that match `draw` and are not in `used`. Raises BadRequest, in
+    words the organizer can act on, when none is left."""
+    used_ids = set(used)
+    matching = [c for c in candidates
+                if (not draw.specialty or c.specialty == draw.specialty)
+                and (not draw.difficulty or c.difficulty == draw.difficulty)]
+    unseen = sorted(c.case_id for c in matching if c.case_id not in used_ids)
+    if unseen:
+        return choose(unseen)  # sorted first: the same seed draws the same case
+    if matching:
+        raise BadRequest(
+            "符合条件的比赛病例都已在本赛事的其他场次用过，请放宽条件或把更多病例设为“仅比赛”。",
+            "Every matching contest case was used by an earlier round of this competition.",
+        )
+    raise BadRequest(
+        "没有符合条件的比赛病例：请在病例列表中把病例设为“仅比赛”，或放宽专科和难度。",
+        "No case set to contest matches this specialty and difficulty.",
+    )
 
 
 # Domain events: kind in the audit log = the tag, payload = the struct.

@@ -128,8 +128,24 @@ def cmd_cases_check(args: argparse.Namespace) -> int:
                 print(f"    {p}")
         else:
             print(f"✓ {path}")
+        cues = _menu_cues(path)
+        if cues:
+            print(f"    提示：这些项目不在通用检查目录中，会以原名单独出现在菜单上，可能提示答案"
+                  f"（可在 covers 中写明对应的目录项）：{'、'.join(cues)}")
     print(f"{len(report) - bad} ok, {bad} with problems")
     return 1 if bad else 0
+
+
+def _menu_cues(path: Path) -> list[str]:
+    """Names of the case's items the shared menu lacks (a warning, not a problem)."""
+    from arena.cases import load_case
+    from arena.catalogue import catalogue
+
+    try:
+        case = load_case(path.read_bytes(), str(path))
+    except Exception:
+        return []  # its problems are reported already
+    return [item.name for item in catalogue().cues(case)]
 
 
 def cmd_cases_import(args: argparse.Namespace) -> int:

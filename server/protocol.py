@@ -58,7 +58,11 @@ class Ask(ClientMessage, tag="ask"):
 
 
 class Order(ClientMessage, tag="order"):
-    item_id: Annotated[str, msgspec.Meta(max_length=48)]
+    """An exam or test by its menu id, or by typed words (`text`) where the round hides
+    the menu; the server reads the words against names and aliases."""
+
+    item_id: Annotated[str, msgspec.Meta(max_length=48)] = ""
+    text: Annotated[str, msgspec.Meta(max_length=60)] = ""
 
 
 class Submit(ClientMessage, tag="submit"):
@@ -286,7 +290,7 @@ class PlayState(ServerMessage, tag="play_state"):
     statement: str
     appearance: str
     vitals: Vitals
-    menu: list[MenuItem]
+    menu: list[MenuItem]  # empty where the round has contestants type their orders
     transcript: list[TranscriptTurn]
     orders: list[OrderedItem]
     submitted: bool
@@ -295,6 +299,7 @@ class PlayState(ServerMessage, tag="play_state"):
     differentials: list[str] = []
     reasoning: str = ""
     score: ScoreSummary | None = None  # open scoring only: the latest submission's score
+    typed_orders: bool = False  # no menu: orders are typed (Order.text)
 
 
 class ScoreSummary(msgspec.Struct, kw_only=True):

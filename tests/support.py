@@ -200,11 +200,7 @@ class Client:
 
     def expect(self, type_: str, timeout: float = 10) -> Any:
         """Read messages until one of `type_` arrives; return it."""
-        end = time.monotonic() + timeout
-        while True:
-            msg = self.recv(max(0.01, end - time.monotonic()))
-            if msg.__struct_config__.tag == type_:
-                return msg
+        return self.until(lambda msg: msg.__struct_config__.tag == type_, timeout, type_)
 
     def hello(
         self, name: str = "测试学员", token: str = "", since: dict[str, int] | None = None,
@@ -220,13 +216,21 @@ class Client:
         self.request("hello", **fields)
         return self.expect("welcome")  # type: ignore[no-any-return]
 
-    def until(self, check: Callable[[Any], bool], timeout: float = 10) -> Any:
-        """Read messages until `check(msg)` holds; return that message."""
+    def until(self, check: Callable[[Any], bool], timeout: float = 10,
+              wanted: str = "a message") -> Any:
+        """Read messages until `check(msg)` holds; return that message. On a timeout, say
+        what did arrive meanwhile (an `error` reply is the usual reason one never comes)."""
         end = time.monotonic() + timeout
+        seen: list[str] = []
         while True:
-            msg = self.recv(max(0.01, end - time.monotonic()))
+            try:
+                msg = self.recv(max(0.01, end - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(f"no {wanted} in {timeout:.0f} s; arrived meanwhile: "
+                                   f"{seen[-8:] or 'nothing'}") from None
             if check(msg):
                 return msg
+            seen.append(msgspec.json.encode(msg).decode()[:200])
 
     def answer(self, text: str) -> tuple[str, protocol.AnswerEnd, int]:
         """Ask and collect the streamed answer: (text, end message, number of deltas)."""

@@ -29,6 +29,7 @@ import msgspec
 
 from arena import importer, secrecy
 from arena.cases import SCHEMA_VERSION, Case, check_case
+from arena.catalogue import catalogue
 from arena.errors import BadRequest, CaseNotFound, CaseReserved
 from arena.matching import QuestionMatcher
 from arena.patient import ScriptedPatient, Turn, patient_view
@@ -146,6 +147,7 @@ def check(content: Any) -> tuple[Case | None, list[Problem]]:
     """The decoded case (None when its shape is wrong) and every problem, in Chinese."""
     case, lines = check_case(msgspec.json.encode(content))
     if case is not None:
+        lines += catalogue().case_problems(case)
         lines += [leak.problem() for leak in secrecy.leaks(case)]
     return case, [explain(line) for line in lines]
 

@@ -142,9 +142,7 @@ def attempt_progress(attempt: Attempt, row: Progress) -> Progress:
     sub = attempt.submission
     row.questions = len(attempt.questions)
     row.orders = len(attempt.orders)
-    row.cost_yuan = round(sum(
-        item.cost_yuan for item in (attempt.case.orderable(i) for i in attempt.ordered_ids)
-        if item), 2)
+    row.cost_yuan = round(sum(o.cost_yuan for o in attempt.orders), 2)
     row.submitted = sub is not None
     row.submitted_at = sub.at if sub else None
     return row

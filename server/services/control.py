@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -25,13 +26,16 @@ import msgspec
 from arena.errors import ArenaError, BadRequest, NotFound
 from arena.rounds import (
     ROUND_EVENT_KINDS,
+    Candidate,
+    Draw,
     Round,
     RoundEvent,
     RoundRules,
     decode_round_event,
+    draw_case,
 )
 from server import protocol
-from server.services.library import Library
+from server.services.library import Library, case_access
 from server.store import competitions
 from server.store.audit import AuditLog
 from server.store.bus import Bus
@@ -50,12 +54,14 @@ def round_channel(round_id: str) -> str:
 
 class RoundService:
     def __init__(
-        self, audit: AuditLog, bus: Bus, library: Library, clock: Callable[[], float]
+        self, audit: AuditLog, bus: Bus, library: Library, clock: Callable[[], float],
+        rng: random.Random | None = None,
     ) -> None:
         self.audit = audit
         self.bus = bus
         self.library = library
         self.clock = clock
+        self.rng = rng or random.Random()  # draws cases; injected where a test must know
         self._rounds: dict[str, Round] = {}
         self._titles: dict[str, str] = {}
         self._listeners: dict[str, set[RoundListener]] = {}
@@ -167,11 +173,16 @@ class RoundService:
     # ---- commands ------------------------------------------------------------------------
 
     async def create(
-        self, competition_id: str, title: str, rules: RoundRules, *, actor: str
+        self, competition_id: str, title: str, rules: RoundRules, *, actor: str,
+        draw: Draw | None = None,
     ) -> Round:
+        """A new round in draft; given `draw`, its case is drawn (see `arena.rounds.Draw`)."""
         title = title.strip()
         if not title or len(title) > 80:
             raise BadRequest("场次名称不能为空，且不超过 80 字。", "Round title 1..80 chars.")
+        if draw is not None:
+            rules = msgspec.structs.replace(
+                rules, case_id=await self._draw(competition_id, draw))
         self.library.get(rules.case_id)  # CaseNotFound for a case the library lacks
         round_id = uuid.uuid4().hex[:12]
         rnd, created = Round.create(
@@ -186,6 +197,15 @@ class RoundService:
                 payload=created, conn=conn,
             )
         return rnd
+
+    async def _draw(self, competition_id: str, draw: Draw) -> str:
+        access = await case_access(self.audit.pool, list(self.library.cases))
+        candidates = [Candidate(c.id, c.specialty, c.difficulty)
+                      for c in self.library.cases.values()
+                      if access[c.id].visibility == "contest"]
+        used = [(await self.get(rid)).rules.case_id
+                for rid in await competitions.round_ids(self.audit.pool, competition_id)]
+        return draw_case(candidates, draw, used, self.rng.choice)
 
     async def command(
         self, round_id: str, action: str, *, actor: str, request_id: str, reason: str = "",

@@ -22,6 +22,7 @@ import msgspec
 
 from arena import secrecy
 from arena.cases import Case, check_case
+from arena.catalogue import catalogue
 from arena.errors import BadRequest, CaseInvalid, CaseNotFound, CaseReserved, CaseUnavailable
 from arena.intents import PROBE, index
 from arena.matching import Embed, QuestionMatcher
@@ -67,6 +68,8 @@ def _check_file(path: Path) -> tuple[Case | None, list[str], list[str]]:
     hit = _CHECKED.get(path)
     if hit is None or hit[0] != digest:
         case, problems = check_case(data)
+        if case is not None:
+            problems += catalogue().case_problems(case)
         leaks = secrecy.leaks(case) if case is not None else []
         hit = _CHECKED[path] = (
             digest, case, tuple(problems), tuple(leak.problem() for leak in leaks)

@@ -252,6 +252,7 @@ class Player:
     def play_state(self) -> protocol.PlayState:
         a = self._require()
         case, o = a.case, a.case.opening
+        rules = self._round().rules
         transcript = []
         for q in a.questions:
             answer = a.answers.get(q.turn)
@@ -264,17 +265,17 @@ class Player:
                     turn=q.turn, question=q.text, answer=answer.text, status=answer.status))
         orders = []
         for ordered in a.orders:
-            item = case.orderable(ordered.item_id)
-            if item is not None:
-                orders.append(protocol.OrderedItem(
-                    item_id=item.id, name=item.name, kind=ordered.kind, result=item.result,
-                    abnormal=item.abnormal, cost_yuan=item.cost_yuan))
+            orders.append(protocol.OrderedItem(
+                item_id=ordered.menu_id, name=ordered.name, kind=ordered.kind,
+                result=ordered.result, abnormal=ordered.abnormal, cost_yuan=ordered.cost_yuan))
         sub = a.submission
         return protocol.PlayState(
             round_id=self.round_id, attempt_id=self.attempt_id, case_id=case.id,
             title=case.title, patient=describe_patient(case),
             chief_complaint=o.chief_complaint, statement=o.statement,
-            appearance=o.appearance, vitals=o.vitals, menu=menu(case), transcript=transcript,
+            appearance=o.appearance, vitals=o.vitals,
+            menu=menu(case) if rules.order_menu else [], typed_orders=not rules.order_menu,
+            transcript=transcript,
             orders=orders, submitted=sub is not None, submissions_left=a.submissions_left,
             diagnosis=sub.diagnosis if sub else "",
             differentials=list(sub.differentials) if sub else [],

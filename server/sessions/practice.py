@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Literal
 
 import msgspec
 
 from arena.attempt import Attempt
-from arena.cases import Case, Orderable
-from arena.errors import DuplicateRequest, RoundNotRunning
+from arena.cases import Case
+from arena.catalogue import catalogue
+from arena.errors import DuplicateRequest, RoundNotRunning, UnknownOrder
 from arena.scoring import score
 from server import protocol
 from server.services.boards import attempt_progress
@@ -31,17 +31,10 @@ from server.store.live import Progress
 log = logging.getLogger("arena.practice")
 
 
-def _menu_sections(case: Case) -> tuple[tuple[Literal["exam", "test"], list[Orderable]], ...]:
-    return (("exam", case.exams), ("test", case.tests))
-
-
 def menu(case: Case) -> list[protocol.MenuItem]:
-    """What a contestant may order: names, costs and times, never the results."""
-    return [
-        protocol.MenuItem(id=i.id, name=i.name, kind=kind, cost_yuan=i.cost_yuan, minutes=i.minutes)
-        for kind, items in _menu_sections(case)
-        for i in items
-    ]
+    """What a contestant may order: the shared menu (arena.catalogue), never the results."""
+    return [protocol.MenuItem(id=e.id, name=e.name, kind=e.kind, cost_yuan=e.cost_yuan,
+                              minutes=e.minutes) for e in catalogue().menu(case)]
 
 
 class Practice:
@@ -196,9 +189,17 @@ async def place_order(
     journal: Journal, msg: protocol.Order, now: float, send: Callable[[protocol.ServerMsg], None]
 ) -> None:
     """Order an exam or test: decided, recorded, applied, then its result is shown."""
-    placed, item = journal.attempt.order(msg.item_id, now)
+    item_id = msg.item_id
+    if msg.text.strip():
+        found = catalogue().find(journal.attempt.case, msg.text)
+        if found is None:
+            raise UnknownOrder(
+                f"没有找到“{msg.text.strip()}”这项检查，请换个说法（例如：血常规、胸片、心电图）。",
+                f"No exam or test is called {msg.text.strip()!r}.", text=msg.text)
+        item_id = found
+    placed, item = journal.attempt.order(item_id, now)
     await journal.record(placed, msg.id)  # a retried order shows the same result again
     send(protocol.OrderResult(
-        re=msg.id, item_id=item.id, name=item.name, kind=placed.kind, result=item.result,
+        re=msg.id, item_id=placed.menu_id, name=item.name, kind=placed.kind, result=item.result,
         abnormal=item.abnormal, cost_yuan=item.cost_yuan,
     ))

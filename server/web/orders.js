@@ -20,12 +20,15 @@ export class Orders {
     filter.addEventListener("input", () => this._applyFilter());
   }
 
-  reset(menu) {
+  reset(menu, { typed = false } = {}) {
     this.items.clear();
     this.pending.clear();
     this.results.clear();
     this.locked = "";
     this.filter.value = "";
+    this.typed = typed;
+    if (typed) return this._resetTyped();
+    this.filter.hidden = false;
     const groups = GROUPS.map((g) => {
       const rows = menu.filter((item) => item.kind === g.kind).map((item) => this._row(item));
       if (!rows.length) return null;
@@ -39,11 +42,45 @@ export class Orders {
     this._totals();
   }
 
+  /** The round hides the menu: the contestant types what to order, results list below. */
+  _resetTyped() {
+    this.filter.hidden = true;
+    const input = h("input", {
+      type: "text", class: "filter", maxlength: "60", autocomplete: "off", enterkeyhint: "send",
+      placeholder: "输入要申请的检查，如：血常规、胸片、心电图",
+      "aria-label": "输入要申请的检查", dataset: { testid: "order-text" },
+    });
+    const slot = h("div", { class: "toast-slot", dataset: { testid: "order-text-error" } });
+    const submit = h("button", { type: "submit", class: "btn", dataset: { testid: "order-text-send" } }, "申请");
+    const form = h("form", { class: "typed-order", novalidate: true }, input, submit);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const text = input.value.trim();
+      if (!text || this.locked) return;
+      let id;
+      try {
+        id = this.send("order", { text });
+      } catch (err) {
+        toast(slot, err.message, { code: err.code });
+        return;
+      }
+      clear(slot);
+      submit.disabled = true;
+      this.pending.set(id, "");
+      this.typedForm = { input, submit, slot, id };
+    });
+    this.typedForm = { input, submit, slot, id: "" };
+    this.list = h("ul", { class: "menu-list", dataset: { testid: "typed-results" } });
+    this.empty = h("p", { class: "muted menu-empty" }, "本场不提供检查清单：请输入要申请的检查名称。");
+    this.menuEl.replaceChildren(form, slot, this.empty, this.list);
+    this._totals();
+  }
+
   /** The menu plus what was already ordered (`play_state` on a (re)join). */
-  load(menu, ordered = []) {
+  load(menu, ordered = [], { typed = false } = {}) {
     const filter = this.filter.value;
     const locked = this.locked;
-    this.reset(menu);
+    this.reset(menu, { typed });
     for (const item of ordered) this.onResult(item);
     this.filter.value = filter;
     this._applyFilter();
@@ -66,8 +103,19 @@ export class Orders {
   }
 
   onResult(msg) {
-    const itemId = this.pending.get(msg.re) ?? msg.item_id;
+    let itemId = this.pending.get(msg.re) ?? msg.item_id;
     this.pending.delete(msg.re);
+    if (!itemId) itemId = msg.item_id; // a typed order: the server says what it was
+    if (this.typed && this.typedForm) {
+      if (msg.re && msg.re === this.typedForm.id) {
+        this.typedForm.submit.disabled = false;
+        this.typedForm.input.value = "";
+      }
+      if (!this.items.has(itemId)) {
+        this.list.prepend(this._row({ id: itemId, name: msg.name, cost_yuan: msg.cost_yuan, minutes: 0 }));
+      }
+      this.empty.hidden = true;
+    }
     const entry = this.items.get(itemId);
     this.results.set(msg.item_id, msg);
     if (entry) {
@@ -90,6 +138,12 @@ export class Orders {
     const itemId = this.pending.get(requestId);
     if (itemId === undefined) return false;
     this.pending.delete(requestId);
+    if (itemId === "" && this.typedForm) { // a typed order the server could not read
+      this.typedForm.submit.disabled = false;
+      toast(this.typedForm.slot, msg.message, { code: msg.code });
+      if (msg.code === "round_not_running" || msg.code === "deadline_passed") this.lock();
+      return true;
+    }
     const entry = this.items.get(itemId);
     if (entry) {
       this._setState(entry, "idle");
@@ -102,6 +156,7 @@ export class Orders {
   /** The round is over: results stay readable, nothing more can be ordered. */
   lock(reason = "练习已结束") {
     this.locked = reason;
+    if (this.typedForm && this.typed) this.typedForm.submit.disabled = true;
     for (const entry of this.items.values()) if (entry.state === "idle") this._setState(entry, "idle");
   }
 
@@ -109,6 +164,7 @@ export class Orders {
   unlock() {
     if (!this.locked) return;
     this.locked = "";
+    if (this.typedForm && this.typed) this.typedForm.submit.disabled = false;
     for (const entry of this.items.values()) if (entry.state === "idle") this._setState(entry, "idle");
   }
 
@@ -155,6 +211,7 @@ export class Orders {
   }
 
   _applyFilter() {
+    if (this.typed) return;
     const q = fold(this.filter.value);
     let shown = 0;
     for (const entry of this.items.values()) {

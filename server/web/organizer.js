@@ -29,6 +29,7 @@ const LEGAL = {
 };
 const NEEDS_REASON = new Set(["pause", "extend", "end"]);
 const DIFFICULTY = { easy: "简单", medium: "中等", hard: "困难" };
+const DRAW = "__draw__"; // the case select's "draw at random" choice, never a case id
 const socket = new ArenaSocket();
 const state = {
   session: null,
@@ -132,10 +133,14 @@ async function loadCases() {
     state.casesById = new Map(state.cases.map((c) => [c.id, c]));
     els.roundCase.replaceChildren(
       h("option", { value: "" }, state.cases.length ? "请选择病例" : "没有可用的病例"),
+      h("option", { value: DRAW }, "随机抽取（未用过的比赛病例）"),
       ...state.cases.map((c) => h("option", { value: c.id },
         `${c.title}（${[c.specialty, DIFFICULTY[c.difficulty] ?? c.difficulty, c.minutes ? `建议 ${c.minutes} 分钟` : ""]
           .filter(Boolean).join(" · ")}）`)),
     );
+    const specialties = [...new Set(state.cases.map((c) => c.specialty).filter(Boolean))].sort();
+    $("#round-draw-specialty").replaceChildren(
+      h("option", { value: "" }, "不限"), ...specialties.map((s) => h("option", { value: s }, s)));
     renderRounds();
     showCaseAccess();
   } catch (err) {
@@ -152,6 +157,7 @@ $("#reload-cases").addEventListener("click", () => loadCases());
 
 els.roundMinutes.addEventListener("input", () => { els.roundMinutes.dataset.touched = "1"; });
 els.roundCase.addEventListener("change", () => {
+  $("#round-draw").hidden = els.roundCase.value !== DRAW;
   const c = state.casesById.get(els.roundCase.value);
   if (c?.minutes && !els.roundMinutes.dataset.touched) els.roundMinutes.value = String(c.minutes);
 });
@@ -307,15 +313,19 @@ $("#round-form").addEventListener("submit", async (ev) => {
     showText(errorEl, problems.join(" "));
     return;
   }
+  const drawn = caseId === DRAW;
   const body = {
     title,
+    ...(drawn ? { draw: { specialty: $("#round-draw-specialty").value,
+                          difficulty: $("#round-draw-difficulty").value } } : {}),
     rules: {
-      case_id: caseId,
+      case_id: drawn ? "" : caseId,
       duration_s: Math.round(minutes * 60),
       time_counts: $("#round-time-counts").checked,
       freeze_s: Math.round(freeze * 60),
       board_visible: $("#round-board-visible").checked,
       open_scoring: $("#round-open-scoring").checked,
+      order_menu: $("#round-order-menu").checked,
       countdown_s: countdown,
       max_submissions: maxSubmissions,
     },
@@ -327,7 +337,10 @@ $("#round-form").addEventListener("submit", async (ev) => {
     $("#round-title").value = "";
     await loadCompetitions({ quiet: true });
     if (res?.id) selectRound(res.id);
-    if (res?.warning) showText(errorEl, res.warning);
+    const notes = [];
+    if (res?.drawn) notes.push(`抽中的病例：${res.case_title}`);
+    if (res?.warning) notes.push(res.warning);
+    if (notes.length) showText(errorEl, notes.join(" "));
   } catch (err) {
     showText(errorEl, err.problems?.length ? err.problems.join(" ") : err.message);
   } finally {
@@ -538,6 +551,7 @@ function rulesText(rules) {
   parts.push(rules.time_counts ? "用时计分" : "用时不计分");
   parts.push(rules.board_visible === false ? "选手看不到排行榜" : "选手可见排行榜");
   parts.push(rules.open_scoring ? "公开实时得分" : "成绩公布前不显示得分");
+  if (rules.order_menu === false) parts.push("不提供检查清单（选手输入检查名称）");
   return parts.join(" · ");
 }
 

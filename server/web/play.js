@@ -596,7 +596,7 @@ function onPlayState(msg) {
   $("#weight-row").hidden = v.weight_kg == null;
   $("#engine").textContent = socket.engine === "llm" ? "AI 病人" : socket.engine ? "脚本病人" : "";
   interview.load(msg.statement || "", msg.transcript ?? []);
-  orders.load(msg.menu ?? [], msg.orders ?? []);
+  orders.load(msg.menu ?? [], msg.orders ?? [], { typed: Boolean(msg.typed_orders) });
   // First sight of this attempt on this page: the unsent draft if there is one, else what
   // was submitted. Later (a reconnect): keep whatever is typed in the form now.
   const values = first

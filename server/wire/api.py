@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from arena.errors import ArenaError, BadRequest
 from arena.roster import csv_cell, make_join_code, parse_roster
-from arena.rounds import ROUND_EVENT_KINDS, RoundRules
+from arena.rounds import ROUND_EVENT_KINDS, Draw, RoundRules
 from arena.secrecy import Visibility
 from server import protocol
 from server.services import library
@@ -58,6 +58,7 @@ class NewCompetition(msgspec.Struct, forbid_unknown_fields=True):
 class NewRound(msgspec.Struct, forbid_unknown_fields=True):
     title: Annotated[str, msgspec.Meta(max_length=80)]
     rules: RoundRules
+    draw: Draw | None = None  # draw the case at random; rules.case_id is then ignored
 
 
 class CaseVisibility(msgspec.Struct, forbid_unknown_fields=True):
@@ -211,10 +212,13 @@ async def create_round(request: Request) -> Response:
     claims = require(request, "organizer")
     body: NewRound = await _body(request, NewRound)
     rnd = await res.rounds.create(
-        request.path_params["cid"], body.title, body.rules, actor=f"organizer:{claims.sub}"
+        request.path_params["cid"], body.title, body.rules, actor=f"organizer:{claims.sub}",
+        draw=body.draw,
     )
-    out: dict[str, Any] = {"id": rnd.round_id}
-    access = (await library.case_access(res.audit.pool, [body.rules.case_id]))[body.rules.case_id]
+    case_id = rnd.rules.case_id
+    out: dict[str, Any] = {"id": rnd.round_id, "case_title": res.library.get(case_id).title,
+                           "drawn": body.draw is not None}
+    access = (await library.case_access(res.audit.pool, [case_id]))[case_id]
     if access.visibility == "practice":
         # The round hides the case from practice from now on, but students who practised
         # it before have seen its answer key: the organizer should know before starting.

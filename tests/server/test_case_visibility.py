@@ -218,3 +218,36 @@ def test_a_round_on_a_case_open_to_practice_warns_the_organizer(server: str) -> 
                       {"title": "练过的病例", "rules": {"case_id": "r8c3vn", "duration_s": 600}})
     assert "学生可能已练过并看过答案" in warned["warning"]
     assert "r8c3vn" not in _listed(server)  # and from now on it is hidden from practice
+
+
+def test_a_round_draws_an_unseen_contest_case(server: str) -> None:
+    """A drawn case comes only from cases set to contest, of the specialty asked for, and
+    never one an earlier round of the competition used; when none is left, the organizer is
+    told why in words."""
+    org = Api.login(server, "admin", ADMIN_PASSWORD)
+    _visibility(org, "m2x7hd", "contest")  # 急诊内科
+    _visibility(org, "k4p9wq", "draft")  # 普通外科: not drawable while a draft
+    _visibility(org, "r8c3vn", "draft")
+    cid = org.call("POST", "/api/competitions", {"title": "抽题赛"})["id"]
+
+    def draw(**filters: str) -> Any:
+        body = {"title": "抽题场", "rules": {"case_id": "", "duration_s": 600},
+                "draw": filters}
+        return org.call("POST", f"/api/competitions/{cid}/rounds", body)
+
+    first = draw()
+    assert first["drawn"] and first["case_title"] == load_case(
+        (CASES / "m2x7hd.json").read_bytes()).title
+    with pytest.raises(ApiError) as used_up:
+        draw()  # the only contest case is used by this competition's first round
+    assert "已在本赛事的其他场次用过" in str(used_up.value.body)
+    with pytest.raises(ApiError) as none:
+        draw(specialty="普通外科")
+    assert "没有符合条件的比赛病例" in str(none.value.body)
+    _visibility(org, "k4p9wq", "contest")
+    second = draw(specialty="普通外科", difficulty="medium")
+    rounds = {r["id"]: r["case_id"] for c in org.call("GET", "/api/competitions")
+              for r in c["rounds"] if c["id"] == cid}
+    assert rounds == {first["id"]: "m2x7hd", second["id"]: "k4p9wq"}
+    with pytest.raises(ApiError):
+        draw(difficulty="impossible")  # no such difficulty: nothing matches

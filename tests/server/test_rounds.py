@@ -242,3 +242,37 @@ def test_judge_adjudicates_and_overrides(server: str, clock: FakeClock) -> None:
     rulings = [e for e in audit if e["kind"] in ("adjudicated", "overridden")]
     assert [r["actor"] for r in rulings] == ["judge:judge1", "judge:judge1"]
     assert rulings[1]["payload"]["old_points"] == 40 and rulings[1]["payload"]["new_points"] == 30
+
+
+def test_typed_orders_where_the_round_hides_the_menu(server: str, clock: FakeClock) -> None:
+    """With the menu hidden the contestant types what to order: words are read against the
+    shared menu's names and aliases, the case's result comes back under the menu's name,
+    an item the case is silent on is normal (not refused), and words naming nothing get a
+    Chinese error. A rejoin shows every result again."""
+    org = Api.login(server)
+    _, rid, roster = make_round(org, people=1, order_menu=False)
+    token = org.join(roster[0]["join_code"])["token"]
+    org.action(rid, "open")
+    org.action(rid, "start")
+    with Client(server) as a:
+        a.hello(token=token)
+        play: protocol.PlayState = a.expect("play_state")
+        assert play.menu == [] and play.typed_orders
+        a.request("order", text="查个肌钙蛋白")
+        troponin: protocol.OrderResult = a.expect("order_result")
+        assert (troponin.item_id, troponin.name, troponin.abnormal) == (
+            "lab.troponin", "肌钙蛋白", True)
+        a.request("order", text="甲功")
+        thyroid: protocol.OrderResult = a.expect("order_result")
+        assert thyroid.item_id == "lab.thyroid" and not thyroid.abnormal
+        assert "正常" in thyroid.result
+        bad = a.request("order", text="量子纠缠检测")
+        error = _error(a, bad)
+        assert error.code == "unknown_order" and "没有找到“量子纠缠检测”" in error.message
+    with Client(server) as again:
+        again.hello(token=token)
+        replayed: protocol.PlayState = again.expect("play_state")
+        assert [(o.item_id, o.name) for o in replayed.orders] == [
+            ("lab.troponin", "肌钙蛋白"), ("lab.thyroid", "甲状腺功能")]
+        assert replayed.menu == []
+    org.action(rid, "end", reason="测试结束")

@@ -435,3 +435,27 @@ def test_scores_stay_off_the_public_board_until_publication() -> None:
     assert opened.scores_public() and opened.hidden_from() == 590.0
     no_freeze = running(RoundRules(case_id="c", open_scoring=True))
     assert no_freeze.hidden_from() is None
+
+
+def test_draw_case_filters_skips_used_and_follows_the_seed() -> None:
+    import random
+
+    from arena.rounds import Candidate, Draw, draw_case
+
+    pool = [Candidate("a", "心血管内科", "easy"), Candidate("b", "心血管内科", "hard"),
+            Candidate("c", "呼吸内科", "easy"), Candidate("d", "心血管内科", "easy")]
+    assert draw_case(pool, Draw(specialty="心血管内科", difficulty="hard"), [],
+                     random.Random(1).choice) == "b"
+    drawn = {draw_case(pool, Draw(specialty="心血管内科", difficulty="easy"), ["a"],
+                       random.Random(seed).choice) for seed in range(20)}
+    assert drawn == {"d"}
+    # Every unseen candidate can come up, and a seed always draws the same one.
+    assert {draw_case(pool, Draw(), [], random.Random(s).choice) for s in range(50)} == set("abcd")
+    assert draw_case(pool, Draw(), [], random.Random(7).choice) == draw_case(
+        list(reversed(pool)), Draw(), [], random.Random(7).choice)
+    with pytest.raises(BadRequest) as used:
+        draw_case(pool, Draw(specialty="呼吸内科"), ["c"], random.Random(0).choice)
+    assert "都已在本赛事" in used.value.message_zh
+    with pytest.raises(BadRequest) as none:
+        draw_case(pool, Draw(specialty="神经内科"), [], random.Random(0).choice)
+    assert "没有符合条件" in none.value.message_zh
