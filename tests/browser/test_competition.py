@@ -36,7 +36,7 @@ from tests.support import ADMIN_PASSWORD, Api, ApiError, make_round
 pytestmark = pytest.mark.browser
 
 CASE = "r8c3vn"
-EXAM, TEST = "exam_heart", "test_ecg"
+EXAM, TEST = "exam.heart", "ecg.standard"  # ids on the shared menu (arena/catalogue.tsv)
 # arena.scoring.judge_diagnosis says "needs_judge" to this (no known name, but words shared
 # with the key): it waits in the judges' queue.
 FREE_TEXT_DX = "下壁心肌缺血事件"
@@ -453,3 +453,70 @@ def test_open_scoring_shows_scores_live(pages: Pages, live_server: str) -> None:
     show(phone, "board")
     expect(phone.get_by_test_id("board").locator("td.col-score")).to_have_text(total)
     shot(screen, "o2-screen-open-scoring")
+
+
+def test_a_drawn_round_with_typed_orders(pages: Pages, live_server: str) -> None:
+    """The organizer draws the round's case (emergency medicine, any difficulty) and hides
+    the order menu; the page says which case was drawn. The contestant's phone has no menu
+    to read the case from: typed words order an exam, words naming nothing get a Chinese
+    error, and the result stays listed."""
+    api = Api.login(live_server)
+    drawn = "m2x7hd"  # the only case set to contest in this test: the draw must find it
+    api.call("POST", f"/api/cases/{drawn}/visibility", {"visibility": "contest"})
+    try:
+        title = f"抽题赛 {uuid.uuid4().hex[:4]}"
+        cid = api.call("POST", "/api/competitions", {"title": title})["id"]
+        api.call("POST", f"/api/competitions/{cid}/roster",
+                 content=f"姓名,学校,队伍,邮箱\n王芳,湘雅医学院,一队,wf-{cid}@example.com\n".encode())
+        org = pages.open("organizer", DESKTOP)
+        org.goto(live_server + "/organizer.html")
+        org.get_by_test_id("login-username").fill("admin")
+        org.get_by_test_id("login-password").fill(ADMIN_PASSWORD)
+        org.get_by_test_id("login-button").click()
+        expect(org.get_by_test_id("user-name")).to_contain_text("组织者")
+        org.goto(f"{live_server}/organizer.html#c={cid}")
+        org.reload()
+        expect(org.get_by_test_id("round-form")).to_be_visible()
+        org.get_by_test_id("round-title").fill("复赛 抽题场")
+        expect(org.get_by_test_id("round-draw")).to_be_hidden()
+        org.get_by_test_id("round-case").select_option("__draw__")
+        expect(org.get_by_test_id("round-draw")).to_be_visible()
+        org.get_by_test_id("round-draw-specialty").select_option("急诊内科")
+        org.get_by_test_id("round-countdown").fill("0")
+        org.get_by_test_id("round-order-menu").uncheck()
+        org.get_by_test_id("create-round").click()
+        expect(org.get_by_test_id("round-error")).to_contain_text("抽中的病例：")
+        expect(org.get_by_test_id("control-title")).to_have_text("复赛 抽题场")
+        shot(org, "d1-organizer-drawn")
+        rid = next(r["id"] for c in api.call("GET", "/api/competitions") if c["id"] == cid
+                   for r in c["rounds"])
+        assert next(r["case_id"] for c in api.call("GET", "/api/competitions")
+                    if c["id"] == cid for r in c["rounds"]) == drawn
+        api.action(rid, "open")
+        api.action(rid, "start")
+
+        code = api.call("GET", f"/api/competitions/{cid}/roster")[0]["join_code"]
+        phone = pages.open("contestant 王芳", PHONE)
+        phone.goto(f"{live_server}/play.html#code={code}")
+        expect(phone.get_by_test_id("play")).to_be_visible()
+        show(phone, "orders")
+        expect(phone.get_by_test_id("order-filter")).to_be_hidden()
+        phone.get_by_test_id("order-text").fill("查个血常规")
+        phone.get_by_test_id("order-text-send").tap()
+        results = phone.get_by_test_id("typed-results").locator("li")
+        expect(results).to_have_count(1)
+        expect(results.first).to_contain_text("血常规")
+        expect(phone.get_by_test_id("result-lab.cbc")).not_to_be_empty()
+        expect(phone.get_by_test_id("order-text")).to_have_value("")
+        phone.get_by_test_id("order-text").fill("量子纠缠检测")
+        phone.get_by_test_id("order-text-send").tap()
+        expect(phone.get_by_test_id("order-text-error")).to_contain_text("没有找到")
+        expect(results).to_have_count(1)
+        shot(phone, "d2-phone-typed-orders")
+        phone.reload()  # the result comes back with the rest of the attempt
+        show(phone, "orders")
+        expect(phone.get_by_test_id("result-lab.cbc")).not_to_be_empty()
+        api.action(rid, "end", reason="测试结束")
+        api.action(rid, "publish")
+    finally:
+        api.call("POST", f"/api/cases/{drawn}/visibility", {"visibility": "practice"})

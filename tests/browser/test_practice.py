@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 
 CASES = Path(__file__).resolve().parents[2] / "cases"
 CASE = "r8c3vn"
-EXAM, TEST = "exam_heart", "test_ecg"
+EXAM, TEST = "exam.heart", "ecg.standard"  # ids on the shared menu (arena/catalogue.tsv)
 
 VIEWPORTS: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
@@ -204,7 +204,7 @@ def test_practice_round(page: Page, live_server: str) -> None:
     expect(page.get_by_test_id("confirm-box")).to_be_hidden()
     expect(page.get_by_test_id("diagnosis-input")).to_be_disabled()
     expect(page.get_by_test_id("question-input")).to_be_disabled()
-    expect(page.get_by_test_id("order-exam_lung")).to_be_disabled()
+    expect(page.get_by_test_id("order-exam.lung")).to_be_disabled()
 
 
 def test_unknown_case_link_shows_error(page: Page, live_server: str) -> None:
