@@ -124,3 +124,10 @@ class CaseReserved(ArenaError):
     """The case is used by a round whose results are not published: it stays out of practice."""
 
     code = "case_reserved"
+
+
+class ModelUnavailable(ArenaError):
+    """The LLM endpoint is not configured, or failed a request that is not a patient turn
+    (drafting a case)."""
+
+    code = "model_unavailable"

@@ -14,7 +14,8 @@ Control endpoints (not part of the OpenAI API):
 - `GET /sim/stats` counters and the last request body; `POST /sim/reset` zeroes them.
 
 `replies` maps the exact text of the last user message (stripped) to the completion to
-stream for it; other messages get `reply`. The adversarial suite uses it to replay what a
+stream for it; other messages get `reply`; `queue` answers the next requests in order.
+The adversarial suite uses `replies` to replay what a
 badly behaved model might answer to each jailbreak attempt.
 
 `obey` makes the simulator a model that obeys every jailbreak: set it to a secret (the
@@ -79,6 +80,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     fault_times: _Count = 0
     # A secret to give away as every jailbreak asks (see `obey_reply`); "" to behave.
     obey: str = ""
+    # Completions for the next requests, in order, each used once before `replies` and
+    # `reply`: a model whose first answer is broken and whose retry is not, say.
+    queue: list[str] = []
 
 
 class SimStats(msgspec.Struct, kw_only=True):
@@ -309,7 +313,11 @@ class _Sim:
             return _error(503, "simulated overload, try again later", "ServiceUnavailableError")
 
         reply = cfg.reply
-        if cfg.replies or cfg.obey:  # off the hot path unless a test asked for replays
+        if cfg.queue:
+            reply = cfg.queue[0]
+            self.config = msgspec.structs.replace(self.config, queue=cfg.queue[1:])
+            self.stats.replayed += 1
+        elif cfg.replies or cfg.obey:  # off the hot path unless a test asked for replays
             message = _last_user_text(body["messages"])
             replayed = cfg.replies.get(message)
             if replayed is None and cfg.obey:

@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Seconds to connect to the LLM endpoint / to wait for each streamed chunk.
     llm_connect_timeout: float = 5.0
     llm_read_timeout: float = 30.0
+    # Seconds a case draft may take: a whole case (thousands of tokens) comes back in one
+    # response, not streamed, so the wait is the whole generation.
+    llm_draft_timeout: float = 300.0
     # Most tokens a patient answer may have.
     llm_max_tokens: int = 300
     # The model's context window (vLLM --max-model-len). A conversation that outgrows it

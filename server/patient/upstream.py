@@ -549,6 +549,35 @@ class Upstream:
         assert isinstance(stream, SseStream)
         return stream
 
+    async def complete_json(
+        self, messages: Sequence[Any], schema: dict[str, Any], name: str, max_tokens: int,
+        timeout: float,
+    ) -> str:
+        """One whole (not streamed) completion constrained to the JSON `schema` through
+        `response_format` (structured output, as vLLM and Ollama serve it): its text, which
+        the caller still validates. Raises Broken."""
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self._temperature,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": name, "schema": schema}},
+        }
+        try:
+            reply = await self._client.post(
+                "/chat/completions", cast_to=object, body=body,
+                options={"timeout": httpx2.Timeout(timeout, connect=self._check_timeout)})
+        except openai.APIError as exc:
+            raise _request_broken(exc) from exc
+        try:
+            content = reply["choices"][0]["message"]["content"]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            raise Broken("http", "no message in the completion") from None
+        if not isinstance(content, str):
+            raise Broken("http", "the completion's content is not text")
+        return content
+
     async def models(self) -> list[str]:
         """The model ids the endpoint serves. Raises Broken."""
         try:

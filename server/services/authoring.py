@@ -348,12 +348,17 @@ class Authoring:
             if cid not in taken:
                 return cid
 
-    async def create(self, author: str, record: str = "") -> tuple[str, Version, list[Problem]]:
-        """A new case saved as version 1: blank, or drafted from a pasted record (sectioned
-        Chinese text or OSCE JSON, by arena.importer) under a fresh id."""
+    async def fresh_id(self) -> str:
+        """An id neither the library nor any saved draft has."""
         cid = self.new_id()
         while await rows.content(self.audit.pool, cid) is not None:
             cid = self.new_id()
+        return cid
+
+    async def create(self, author: str, record: str = "") -> tuple[str, Version, list[Problem]]:
+        """A new case saved as version 1: blank, or drafted from a pasted record (sectioned
+        Chinese text or OSCE JSON, by arena.importer) under a fresh id."""
+        cid = await self.fresh_id()
         if record.strip():
             draft = importer.import_source(record.encode("utf-8"))
             if not draft.case:

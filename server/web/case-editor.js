@@ -631,6 +631,38 @@ for (const [sel, fromRecord] of [["#new-blank", false], ["#new-import", true]]) 
   });
 }
 
+$("#new-llm").addEventListener("click", async () => {
+  const source = $("#new-record").value.trim();
+  if (!source) {
+    showText($("#new-error"), "请先写一句病例简介或粘贴病历，模型据此起草。");
+    return;
+  }
+  const buttons = ["#new-llm", "#new-import", "#new-blank"].map((sel) => $(sel));
+  for (const b of buttons) b.disabled = true;
+  showText($("#new-error"), "");
+  const progress = $("#new-progress");
+  const started = Date.now();
+  const tick = () => {
+    progress.textContent = `模型正在起草病例并自查，已用 ${Math.round((Date.now() - started) / 1000)} 秒（通常需要一到几分钟）…`;
+  };
+  tick();
+  progress.hidden = false;
+  const timer = setInterval(tick, 1000);
+  try {
+    const res = await api("/api/authoring/draft", { method: "POST", body: { source } });
+    $("#new-dialog").close();
+    $("#new-record").value = "";
+    await loadLibrary();
+    location.hash = `case=${encodeURIComponent(res.id)}`;
+  } catch (err) {
+    showText($("#new-error"), err.message);
+  } finally {
+    clearInterval(timer);
+    progress.hidden = true;
+    for (const b of buttons) b.disabled = false;
+  }
+});
+
 // ---- where we are ------------------------------------------------------------------------
 
 function route() {
@@ -659,6 +691,7 @@ async function enter(session) {
   $("#user-name").textContent = `${session.name}（${roleName(session.role)}）`;
   try {
     state.meta = await api("/api/authoring/meta");
+    $("#new-llm").hidden = !state.meta.drafting;
   } catch (err) {
     showText($("#library-error"), err.message);
   }

@@ -13,9 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from arena.cases import MAX_CASE_BYTES
-from arena.errors import BadRequest
+from arena.errors import BadRequest, ModelUnavailable
 from arena.intents import INTENTS
 from arena.patient import Turn
+from server.patient.drafter import Broken, Drafter
 from server.services.authoring import Authoring, check, diff
 from server.sessions.context import Context
 from server.wire.access import require
@@ -37,6 +38,11 @@ class SaveBody(msgspec.Struct, forbid_unknown_fields=True):
 class NewCase(msgspec.Struct, forbid_unknown_fields=True):
     # "" for a blank case; else a record (sectioned Chinese text) or OSCE JSON to draft from.
     record: Annotated[str, msgspec.Meta(max_length=200_000)] = ""
+
+
+class DraftRequest(msgspec.Struct, forbid_unknown_fields=True):
+    # A record (sectioned text) or a one-line brief: "55 岁男性，急性下壁心梗，糖尿病史".
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
 
 
 class PreviewTurn(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,7 +91,8 @@ async def meta(request: Request) -> Response:
     _organizer(request)
     res: Context = request.app.state.context
     return _json({"intents": INTENTS,
-                  "specialties": sorted({c.specialty for c in res.library.cases.values()})})
+                  "specialties": sorted({c.specialty for c in res.library.cases.values()}),
+                  "drafting": bool(res.settings.llm_base_url)})  # "用模型起草" is offered
 
 
 async def cases(request: Request) -> Response:
@@ -98,6 +105,38 @@ async def cases(request: Request) -> Response:
         return _json({"id": cid, "version": saved, "content": content, "problems": problems},
                      201)
     return _json(await service.listing())
+
+
+async def draft_with_model(request: Request) -> Response:
+    """A new case drafted by the LLM (server/patient/drafter.py), saved as version 1 with
+    the model and prompt version in its note; its problems are listed, nothing published."""
+    actor = _organizer(request)
+    settings = request.app.state.context.settings
+    body: DraftRequest = await _body(request, DraftRequest)
+    if not settings.llm_base_url:
+        raise ModelUnavailable(
+            "没有配置模型服务（LLM_BASE_URL），不能用模型起草；可以粘贴病历或 OSCE JSON 导入。",
+            "No LLM endpoint is configured (LLM_BASE_URL).")
+    service = _service(request)
+    cid = await service.fresh_id()
+    try:
+        async with Drafter(settings) as drafter:
+            drafted = await drafter.draft(body.source, cid)
+    except Broken as exc:
+        raise ModelUnavailable(
+            "模型服务没有完成起草，请稍后重试，或改用导入。",
+            f"The model endpoint failed: {exc.kind}.") from exc
+    if drafted.content is None:
+        raise ModelUnavailable(
+            f"模型 {drafted.attempts} 次都没有给出病例 JSON，请重试或改用导入。",
+            "The model gave no case JSON.")
+    note = (f"由模型 {drafted.model} 起草（提示词 {drafted.prompt_version}，"
+            f"生成 {drafted.attempts} 次）")
+    saved, problems = await service.save(cid, drafted.content, actor, note)
+    content, _ = await service.current(cid)
+    return _json({"id": cid, "version": saved, "content": content, "problems": problems,
+                  "attempts": drafted.attempts, "model": drafted.model,
+                  "prompt_version": drafted.prompt_version}, 201)
 
 
 async def one(request: Request) -> Response:
@@ -181,6 +220,7 @@ ROUTES = [
     Route("/api/authoring/check", check_draft, methods=["POST"]),
     Route("/api/authoring/preview", preview, methods=["POST"]),
     Route("/api/authoring/cases", cases, methods=["GET", "POST"]),
+    Route("/api/authoring/draft", draft_with_model, methods=["POST"]),
     Route("/api/authoring/cases/{case}", one),
     Route("/api/authoring/cases/{case}/versions", versions, methods=["GET", "POST"]),
     Route("/api/authoring/cases/{case}/versions/{n}", version),

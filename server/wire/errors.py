@@ -38,6 +38,7 @@ STATUS: dict[type[ArenaError], int] = {
     domain.RateLimited: 429,
     domain.PayloadTooLarge: 413,
     domain.CaseReserved: 409,
+    domain.ModelUnavailable: 502,
 }
 
 

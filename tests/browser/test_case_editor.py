@@ -257,3 +257,49 @@ def test_a_case_from_a_pasted_record_and_the_raw_json(
     raw.fill("{not json")
     pg.get_by_test_id("raw-apply").click()
     expect(pg.locator(".raw .form-error")).to_contain_text("不是合法的 JSON")
+
+
+@pytest.fixture(scope="module")
+def drafting_server(settings: Settings, cases_dir: Path, sim_root: str) -> Iterator[str]:
+    """The editor where an LLM endpoint (the simulator) is configured."""
+    with own_schema(settings, "browser_drafting") as own:
+        own = msgspec.structs.replace(own, cases_dir=cases_dir, embeddings=False,
+                                      llm_base_url=f"{sim_root}/v1")
+        with running_server(own) as url:
+            yield url
+
+
+def test_drafting_a_case_with_the_model(
+    laptop: Page, live_server: str, drafting_server: str, sim_root: str, shots: Path
+) -> None:
+    """Without a model the button is not offered; with one, a brief becomes a draft: the
+    page shows progress while the model works (its first answer is broken and sent back),
+    then opens the draft, whose version says which model and prompt made it."""
+    from tests.support import Sim
+
+    pg = laptop
+    _sign_in(pg, live_server)
+    pg.get_by_test_id("new-case").click()
+    expect(pg.get_by_test_id("new-blank")).to_be_visible()
+    expect(pg.get_by_test_id("new-llm")).to_be_hidden()
+    pg.get_by_test_id("new-dialog").locator("#new-cancel").click()
+
+    sim = Sim(sim_root)
+    sim.reset()
+    good = json.loads((CASES / f"{SHIPPED}.json").read_text(encoding="utf-8"))
+    broken = {k: v for k, v in good.items() if k != "answer_key"}
+    # Slow enough (about 4 s a draft) for the progress line to be seen.
+    sim.configure(itl_ms=0.25, queue=[json.dumps(broken, ensure_ascii=False),
+                                      json.dumps(good, ensure_ascii=False)])
+    _sign_in(pg, drafting_server)
+    pg.get_by_test_id("new-case").click()
+    pg.get_by_test_id("new-record").fill("22 岁女性，转移性右下腹痛 1 天")
+    pg.get_by_test_id("new-llm").click()
+    expect(pg.get_by_test_id("new-progress")).to_contain_text("模型正在起草")
+    expect(pg.get_by_test_id("new-llm")).to_be_disabled()
+    pg.screenshot(path=shots / "editor-drafting-1280.png")
+    expect(pg.get_by_test_id("version")).to_contain_text("由模型", timeout=30_000)
+    expect(pg.get_by_test_id("version")).to_contain_text("生成 2 次")
+    expect(pg.get_by_test_id("f-answer_key.diagnosis.name")).not_to_have_value("")
+    pg.screenshot(path=shots / "editor-drafted-1280.png")
+    sim.reset()
