@@ -38,6 +38,12 @@ FactCategory = Literal[
     "ros",  # 系统回顾
 ]
 Difficulty = Literal["easy", "medium", "hard"]
+# The library's specialties, as the importer names them and the editor's filter groups them.
+SPECIALTIES: tuple[str, ...] = (
+    "心血管内科", "呼吸内科", "消化内科", "内分泌科", "肾内科", "血液科", "感染科", "神经内科",
+    "风湿免疫科", "普通外科", "骨科", "泌尿外科", "神经外科", "心胸外科", "妇产科", "儿科",
+    "急诊科", "精神科", "皮肤科", "眼耳鼻喉科", "肿瘤科", "老年医学科", "全科",
+)
 
 _ID = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 
@@ -177,6 +183,10 @@ class Case(Model, frozen=True, kw_only=True):
     exams: list[Orderable]
     tests: list[Orderable]
     answer_key: AnswerKey
+    # Where the case comes from (textbook, guideline, a record and its hospital), and the
+    # clinical teacher who reviewed it ("" = not reviewed yet: the editor's filter says so).
+    sources: list[str] = []
+    reviewed_by: str = ""
 
     def orderable(self, order_id: str) -> Orderable | None:
         """The exam or test with this id, or None."""
@@ -245,6 +255,11 @@ def _semantic_problems(case: Case) -> list[str]:
         p.append(f"$.schema_version: expected {SCHEMA_VERSION}, got {case.schema_version}")
     if not _ID.match(case.id):
         p.append("$.id: use 2-48 lowercase letters, digits or _ starting with a letter")
+    if not any(x.strip() for x in case.sources):
+        p.append("$.sources: name at least one source")
+    if case.specialty not in SPECIALTIES:
+        p.append(f"$.specialty: {case.specialty!r} is not a specialty of the library; use one"
+                 f" of {'、'.join(SPECIALTIES)}")
     v = case.opening.vitals
     ranges = {
         "temperature_c": (30.0, 43.0),

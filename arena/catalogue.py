@@ -108,7 +108,7 @@ class Catalogue:
 
     def case_problems(self, case: Case) -> list[str]:
         """`covers` naming entries the catalogue lacks, with the JSON path of each."""
-        return [f"$.{field}[{n}].covers: 通用检查目录中没有“{i}” (no catalogue entry {i!r})"
+        return [f"$.{field}[{n}].covers: no catalogue entry {i!r}"
                 for field, items in (("exams", case.exams), ("tests", case.tests))
                 for n, item in enumerate(items) for i in item.covers if i not in self.by_id]
 
@@ -133,8 +133,11 @@ class Catalogue:
         return out
 
     def cues(self, case: Case) -> list[Orderable]:
-        """The case's items that answer for no entry: on the menu under their own names."""
-        return [item for item in (*case.exams, *case.tests) if not self.covered(item)]
+        """The case's items no entry answers with (none covers them, or each entry that does
+        answers with an item listed earlier): on the menu under their own names."""
+        links = self.links(case)
+        return [item for item in (*case.exams, *case.tests)
+                if not any(links.get(i) is item for i in self.covered(item))]
 
     def menu(self, case: Case) -> list[MenuEntry]:
         """The menu for `case`: the whole catalogue, then the case's items it lacks."""

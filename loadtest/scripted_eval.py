@@ -6,7 +6,7 @@ Three parts, never pooled:
   them by the matcher's earlier authors: `expected<TAB>style<TAB>question`, expected
   being fact ids, "unknown" or "refusal") and the follow-ups in followups.txt;
 - dev / holdout: cases written by other authors who never saw the matcher
-  (loadtest/eval/cases/*.json), each with labelled questions
+  (in the library, cases/, listed by loadtest/eval/split_*.json), each with labelled questions
   (loadtest/eval/questions/<id>.tsv: `question<TAB>intent[,intent]<TAB>fact_id[,...] or -`,
   "-" meaning the case has no such fact and the right answer is the intent's default).
   loadtest/eval/split.json (or split_*.json, merged) says which case is in which part.
@@ -223,12 +223,15 @@ def patients_for(cases: Mapping[str, Case], embed: Embed | None) -> dict[str, Sc
 
 def parts() -> dict[str, tuple[dict[str, Case], list[Item], list[FollowUpItem]]]:
     """Each part's cases, questions and follow-ups. Holdout files are only decoded here."""
-    shipped = load_cases(sorted(CASES.glob("*.json")))
-    out = {"shipped": (shipped, load_items(EVAL, shipped), load_followups())}
     split = load_split()
+    in_split = {i for ids in split.values() for i in ids}
+    # The library's first cases, on which the matcher was written; the evaluation cases
+    # joined the library later and are read by their split.
+    shipped = load_cases(sorted(p for p in CASES.glob("*.json") if p.stem not in in_split))
+    out = {"shipped": (shipped, load_items(EVAL, shipped), load_followups())}
     for part in ("dev", "holdout"):
-        ids = [i for i in split.get(part, []) if (EVAL / "cases" / f"{i}.json").exists()]
-        cases = load_cases([EVAL / "cases" / f"{i}.json" for i in ids])
+        ids = [i for i in split.get(part, []) if (CASES / f"{i}.json").exists()]
+        cases = load_cases([CASES / f"{i}.json" for i in ids])
         items = [it for i in ids if (EVAL / "questions" / f"{i}.tsv").exists()
                  for it in load_labelled(i)]
         out[part] = (cases, items, [])

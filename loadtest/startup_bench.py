@@ -16,7 +16,7 @@ first start that is not counted) and measures, from the moment the process is sp
   (while the eager one may still wait); the time from `submit` to `scored` alone.
 
 `--cases N` serves a library of N cases instead of the tree's `cases/`: those, the
-evaluation cases of other authors (loadtest/eval/cases), and copies of them to make up N,
+library, and copies of them to make up N,
 each with a new id and one fact's answer changed (so each has its own facts hash and
 embedding cache file; the copies share most texts, so a cold cache embeds less than N
 distinct cases would).
@@ -121,8 +121,7 @@ def _kill_leftovers(data: Path) -> None:
 
 def make_library(root: Path, n: int, folder: Path) -> Path:
     """`n` valid cases in `folder` (see the module docstring)."""
-    sources = sorted((root / "cases").glob("*.json")) + sorted(
-        (root / "loadtest" / "eval" / "cases").glob("*.json"))
+    sources = sorted((root / "cases").glob("*.json"))
     for path in sources[:n]:
         shutil.copy(path, folder)
     for i in range(n - min(n, len(sources))):

@@ -129,12 +129,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     # Password of the first organizer account, `admin`, created when no organizer exists.
     # Empty = a random one, printed once and written to data_dir/admin-password.txt.
     admin_password: str = ""
+    # Where `embedding_cache` lives, "" = in data_dir. Content-addressed (case text and model),
+    # so data folders may share one: the test suite's passes do.
+    embedding_dir: str = ""
 
     @property
     def embedding_cache(self) -> Path:
         """Fact-document embeddings kept between starts (server.services.embeddings.DocumentCache);
         safe to delete, at the cost of about 2 s of CPU per case at the next start."""
-        return self.data_dir / "embeddings"
+        return Path(self.embedding_dir) if self.embedding_dir else self.data_dir / "embeddings"
 
     @property
     def engine(self) -> str:

@@ -46,6 +46,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             # The adversarial suite asks hundreds of questions a minute on one connection;
             # tests/server/test_abuse.py checks the real limits on servers of its own.
             ask_limit="100000/minute", practice_address_ask_limit="100000/minute",
+            # Case documents are embedded once for both passes of `make test` and later runs.
+            embedding_dir=str(ROOT / ".cache" / "embeddings"),
         )
         yield s
         if os.environ.get("DATABASE_URL"):

@@ -245,6 +245,31 @@ class Client:
                 return "".join(parts), msg, len(parts)
 
 
+def pg_snapshot(database_url: str) -> str:
+    """What PostgreSQL's sessions are doing (waits, open transactions, held advisory locks):
+    for a test's failure message when a request that needs it never completes."""
+    async def run() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid, state, wait_event_type, wait_event,"
+                " now() - xact_start AS xact_age, left(query, 120) AS query"
+                " FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state <> 'idle'")
+            locks = await conn.fetch(
+                "SELECT pid, locktype, objid, granted FROM pg_locks"
+                " WHERE locktype = 'advisory'")
+        finally:
+            await conn.close()
+        return f"sessions: {[dict(r) for r in rows]}; advisory locks: {[dict(r) for r in locks]}"
+
+    out: list[str] = []
+    worker = threading.Thread(target=lambda: out.append(asyncio.run(run())))
+    worker.start()
+    worker.join(10)
+    return out[0] if out else "no snapshot"
+
+
 def warm_up(url: str, case_id: str = "r8c3vn", timeout: float = 180) -> None:
     """Play one practice round to its score, waiting as long as the server's matching process
     needs to load (seconds of CPU at nice 19, longer on a busy machine), so a module's tests

@@ -83,6 +83,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), t) for p
     (r"^(?P<v>\[.*\]) are both necessary and unnecessary$", "{v} 不能既是必要检查又是不必要检查"),
     (r"^file is (?P<n>\d+) bytes, limit (?P<m>\d+)$", "病例过大（{n} 字节，上限 {m}）"),
     (r"^not valid JSON", "不是合法的 JSON"),
+    (r"^no catalogue entry (?P<v>'.*')$", "通用检查目录中没有 {v}"),
+    (r"^(?P<v>'.*') is not a specialty of the library; use one of (?P<l>.+)$",
+     "专科 {v} 不在专科列表中，请从以下选择：{l}"),
+    (r"^name at least one source$", "请写明病例的来源（教材、指南或真实病历的出处）"),
     (r"^含答案关键词 names the answer key: (?P<v>'.*') \((?P<k>\w+)\)$",
      "含有答案关键词 {v}（{k}），比赛开始前就会被看到，请改写"),
 ))

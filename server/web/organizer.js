@@ -134,9 +134,7 @@ async function loadCases() {
     els.roundCase.replaceChildren(
       h("option", { value: "" }, state.cases.length ? "请选择病例" : "没有可用的病例"),
       h("option", { value: DRAW }, "随机抽取（未用过的比赛病例）"),
-      ...state.cases.map((c) => h("option", { value: c.id },
-        `${c.title}（${[c.specialty, DIFFICULTY[c.difficulty] ?? c.difficulty, c.minutes ? `建议 ${c.minutes} 分钟` : ""]
-          .filter(Boolean).join(" · ")}）`)),
+      ...caseGroups(state.cases),
     );
     const specialties = [...new Set(state.cases.map((c) => c.specialty).filter(Boolean))].sort();
     $("#round-draw-specialty").replaceChildren(
@@ -147,6 +145,25 @@ async function loadCases() {
     els.roundCase.replaceChildren(h("option", { value: "" }, "病例列表加载失败"));
     showText($("#round-error"), err.message);
   }
+}
+
+const DIFFICULTY_ORDER = { easy: 0, medium: 1, hard: 2 };
+
+/** The case choices grouped by specialty (a library of dozens), easiest first in each. */
+function caseGroups(cases) {
+  const bySpecialty = new Map();
+  for (const c of cases) {
+    const key = c.specialty || "其他";
+    if (!bySpecialty.has(key)) bySpecialty.set(key, []);
+    bySpecialty.get(key).push(c);
+  }
+  return [...bySpecialty.keys()].sort((a, b) => a.localeCompare(b, "zh-CN")).map((specialty) =>
+    h("optgroup", { label: specialty }, ...bySpecialty.get(specialty)
+      .sort((a, b) => (DIFFICULTY_ORDER[a.difficulty] ?? 9) - (DIFFICULTY_ORDER[b.difficulty] ?? 9)
+        || a.title.localeCompare(b.title, "zh-CN"))
+      .map((c) => h("option", { value: c.id },
+        `${c.title}（${[DIFFICULTY[c.difficulty] ?? c.difficulty, c.minutes ? `建议 ${c.minutes} 分钟` : ""]
+          .filter(Boolean).join(" · ")}）`))));
 }
 
 function showCaseAccess() {

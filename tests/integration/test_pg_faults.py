@@ -310,7 +310,7 @@ def _as_logged(arena: Arena, token: str, attempt_id: str) -> None:
     assert [(t.turn, t.question, t.status) for t in play.transcript] == [
         (turn, text, answered.get(turn, "pending")) for turn, text in sorted(asked.items())]
     assert [o.item_id for o in play.orders] == [
-        e["payload"]["item_id"] for e in events if e["kind"] == "ordered"]
+        e["payload"]["menu_id"] for e in events if e["kind"] == "ordered"]
 
 
 def test_practice_ask_through_an_outage(arena: Arena) -> None:

@@ -457,7 +457,7 @@ def test_a_process_killed_mid_round_loses_nothing_acknowledged(
     assert [e["request_id"] for e in by_kind["asked"]] == ask_ids
     assert [e["payload"]["text"] for e in by_kind["asked"]] == questions
     assert [e["request_id"] for e in by_kind["ordered"]] == order_ids
-    assert [e["payload"]["item_id"] for e in by_kind["ordered"]] == items
+    assert [e["payload"]["menu_id"] for e in by_kind["ordered"]] == items
     answered = [e["payload"] for e in events if e["kind"] == "answered"]
     assert [(p["status"], p["text"]) for p in answered] == [("ok", t) for t in answers]
     assert next(e for e in events if e["kind"] == "submitted")["request_id"] == sub

@@ -25,7 +25,7 @@ from arena.scoring import RULES_VERSION
 from server import cli, protocol
 from server.services.library import Library
 from server.settings import Settings
-from tests.support import Api, Client, FakeClock, make_round
+from tests.support import Api, Client, FakeClock, make_round, pg_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -78,7 +78,12 @@ def published(server: str, clock: FakeClock, settings: Settings) -> tuple[str, l
         c.expect("play_state")
         clock.advance(40)
         for question in ("胸口痛多久了？", "疼痛往哪里放射？", "以前有高血压吗？"):
-            a.answer(question)
+            try:
+                a.answer(question)
+            except TimeoutError as exc:
+                # Twice in CI (never here) the first answer did not start within 10 s:
+                # say what PostgreSQL was doing, which the answer waits on first.
+                raise TimeoutError(f"{exc}; {pg_snapshot(settings.database_url)}") from exc
         for item in play.menu[:3]:
             a.request("order", item_id=item.id)
             a.expect("order_result")

@@ -84,6 +84,7 @@ def test_only_organizers_use_the_editor(server: str, org: Api) -> None:
         ("POST", f"/api/authoring/cases/{SHIPPED}/publish",
          {"version": 1, "visibility": "practice"}),
         ("GET", "/api/authoring/meta", None),
+        ("POST", "/api/authoring/draft", {"source": "55 岁男性，胸痛"}),
         ("GET", f"/api/authoring/cases/{SHIPPED}/versions", None),
         ("GET", f"/api/authoring/cases/{SHIPPED}/versions/1", None),
         ("GET", f"/api/authoring/cases/{SHIPPED}/diff?a=1&b=1", None),

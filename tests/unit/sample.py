@@ -51,7 +51,8 @@ def sample_dict() -> dict[str, Any]:
         "id": id, "text": text, "weight": w, "facts": list(facts), "orders": list(orders)}
     return {
         "schema_version": 1, "id": "sample_chest", "title": "突发胸痛", "title_en": "Chest pain",
-        "specialty": "心内科", "difficulty": "medium", "minutes": 15,
+        "specialty": "心血管内科", "sources": ["测试用样例病例"], "difficulty": "medium",
+        "minutes": 15,
         "demographics": {"name": "王大明", "sex": "male", "age": 58, "occupation": "司机"},
         "persona": {"personality": "着急", "speech_style": "说话简短", "health_literacy": "low",
                     "recall": "medium", "ideas": "可能是累着了", "concerns": "怕是心脏出事",

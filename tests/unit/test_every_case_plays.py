@@ -1,7 +1,6 @@
 """Every case plays end to end, the way a student would play it, with the scripted patient.
 
-For the shipped library (cases/) and the evaluation cases other authors wrote
-(loadtest/eval/cases, candidates for the library): one question per history-taking intent
+For every case of the library (cases/): one question per history-taking intent
 from the shared bank, each answered in words with no answer-key term in them; every exam
 and test ordered; then the key submitted, and a wrong answer on the same work-up. The key
 must score above the wrong answer, and the wrong answer must not be called correct.
@@ -23,8 +22,7 @@ from arena.scoring import score
 from arena.secrecy import leaks
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = sorted((ROOT / "cases").glob("*.json")) + sorted(
-    (ROOT / "loadtest" / "eval" / "cases").glob("*.json"))
+PATHS = sorted((ROOT / "cases").glob("*.json"))
 WRONG = "上呼吸道感染"  # a diagnosis no case here has, nor a differential of the key
 
 

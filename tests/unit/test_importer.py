@@ -27,7 +27,8 @@ CASES = Path(__file__).resolve().parents[2] / "cases"
 # Problems every draft has: the importer writes no persona, difficulty, checklist, red flags
 # or test choice, and knows no costs. Each sample's own problems are listed beside it.
 ALWAYS = ["$.persona", "$.difficulty", "$.answer_key.checklist", "$.answer_key.red_flags",
-          "$.answer_key.necessary_tests", "$.tests", "$.answer_key.checklist"]
+          "$.answer_key.necessary_tests", "$.tests", "$.answer_key.checklist",
+          "$.sources"]  # a record does not say where it comes from: the author does
 
 
 def draft(name: str) -> Draft:
@@ -52,7 +53,8 @@ def one(d: Draft, text: str) -> dict[str, Any]:
     ("pneumonia_hospital.txt", ["$.demographics.name", "$.answer_key.diagnosis"]),
     ("cholecystitis_exam_book.txt", [
         "$.demographics.name", "$.opening.vitals.spo2", "$.opening.vitals.spo2",
-        "$.specialty", "$.answer_key.differentials", "$.answer_key.differentials"]),
+        "$.specialty", "$.specialty", "$.answer_key.differentials",
+        "$.answer_key.differentials"]),
     ("rotavirus_pediatric.txt", [
         "$.demographics.name", "$.facts", "$.answer_key.diagnosis", "$.specialty",
         "$.opening.vitals.spo2", "$.opening.vitals.spo2"]),
@@ -108,6 +110,8 @@ def complete(case: dict[str, Any]) -> dict[str, Any]:
         c["answer_key"]["differentials"] = [{"name": "甲病"}, {"name": "乙病"}]
     if not c["opening"]["vitals"]["spo2"]:
         c["opening"]["vitals"]["spo2"] = 98
+    c["sources"] = ["某医院病历，已去标识"]
+    c["specialty"] = c["specialty"] or "普通外科"
     return c
 
 

@@ -23,8 +23,7 @@ from arena.matching import QuestionMatcher
 from tests.unit.sample import CharEmbed, sample_case
 
 ROOT = Path(__file__).resolve().parents[2]
-CASE_FILES = sorted((ROOT / "cases").glob("*.json")) + sorted(
-    (ROOT / "loadtest" / "eval" / "cases").glob("*.json"))
+CASE_FILES = sorted((ROOT / "cases").glob("*.json"))
 _NORM = re.compile(r"[\s？?。.！!，,；;…~～、]+")
 
 

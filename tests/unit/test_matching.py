@@ -34,7 +34,7 @@ from tests.unit.sample import CharEmbed, sample_case, sample_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "cases"
-EVAL_CASES = ROOT / "loadtest" / "eval" / "cases"
+EVAL_CASES = CASES  # the evaluation cases are in the library, listed by the splits
 
 # The sample case's facts, with the intents and subjects a current case declares.
 INTENTS: dict[str, tuple[list[str], str]] = {

@@ -25,7 +25,8 @@ BUDGET = 4000
 
 
 def interview(case: Case, n: int) -> list[Turn]:
-    pairs = [(f.questions[0], f.answer) for f in case.facts]
+    # Example questions are optional (a fact declares its intents); the topic stands in.
+    pairs = [(f.questions[0] if f.questions else f"{f.topic}呢？", f.answer) for f in case.facts]
     return [Turn(*pairs[i % len(pairs)]) for i in range(n)]
 
 
@@ -83,8 +84,12 @@ def test_summaries_keep_the_prefix_and_move_rarely(case: Case) -> None:
     cuts = [summary_cut(view, history[:n], budget_tokens=BUDGET) for n in range(81)]
     assert cuts == sorted(cuts)  # never moves back
     moves = [n for n, (a, b) in enumerate(itertools.pairwise(cuts), 1) if a != b]
-    assert 1 <= len(moves) <= 80 // 15  # rarely: a move per 15+ turns on average
-    assert min(b - a for a, b in itertools.pairwise([0, *moves])) >= 10
+    whole = sum(approx_tokens(m["content"])
+                for m in build_messages(view, history, "下一个问题", budget_tokens=10**9))
+    if whole > BUDGET:  # a case of short answers may fit 80 turns whole: nothing to cut
+        assert moves
+    assert len(moves) <= 80 // 15  # rarely: a move per 15+ turns on average
+    assert all(b - a >= 10 for a, b in itertools.pairwise([0, *moves]))
     assert all(c % SUMMARY_BLOCK == 0 for c in cuts)
     for n in range(80):
         now = build_messages(view, history[:n], history[n].question, budget_tokens=BUDGET)
