@@ -83,13 +83,50 @@ async function loadCases() {
   }
 }
 
+const DIFFICULTY_ORDER = { easy: 0, medium: 1, hard: 2 };
+
 function renderCases(cases) {
   if (!cases.length) {
     caseList.replaceChildren(h("p", { class: "muted" }, "还没有可以练习的病例。"));
     return;
   }
-  caseList.replaceChildren(...cases.map((c) => h("article", {
-    class: "card case-card", dataset: { testid: `case-${c.id}`, case: c.id },
+  // Dozens of cases: a student picks by specialty and difficulty, or searches.
+  const specialties = [...new Set(cases.map((c) => c.specialty))].sort((a, b) => a.localeCompare(b, "zh-CN"));
+  $("#case-specialty").replaceChildren(h("option", { value: "" }, "全部专科"),
+    ...specialties.map((s) => h("option", { value: s }, s)));
+  $("#case-filters").hidden = cases.length < 6;
+  const sorted = [...cases].sort((a, b) => a.specialty.localeCompare(b.specialty, "zh-CN")
+    || (DIFFICULTY_ORDER[a.difficulty] ?? 9) - (DIFFICULTY_ORDER[b.difficulty] ?? 9));
+  caseList.replaceChildren(...sorted.map((c) => caseCard(c)),
+    h("p", { class: "muted", id: "case-none", hidden: true }, "没有符合条件的病例。"));
+  filterCases();
+}
+
+function filterCases() {
+  const q = $("#case-search").value.trim().toLowerCase();
+  const specialty = $("#case-specialty").value;
+  const difficulty = $("#case-difficulty").value;
+  let shown = 0;
+  for (const card of caseList.querySelectorAll(".case-card")) {
+    const match = (!specialty || card.dataset.specialty === specialty)
+      && (!difficulty || card.dataset.difficulty === difficulty)
+      && (!q || card.dataset.text.includes(q));
+    card.hidden = !match;
+    if (match) shown += 1;
+  }
+  $("#case-none").hidden = shown > 0;
+  $("#case-count").textContent = `共 ${shown} 个病例`;
+}
+
+for (const sel of ["#case-search", "#case-specialty", "#case-difficulty"]) {
+  $(sel).addEventListener("input", filterCases);
+}
+
+function caseCard(c) {
+  return h("article", {
+    class: "card case-card",
+    dataset: { testid: `case-${c.id}`, case: c.id, specialty: c.specialty, difficulty: c.difficulty,
+      text: `${c.title} ${c.title_en ?? ""} ${c.chief_complaint ?? ""}`.toLowerCase() },
   },
   h("div", { class: "case-tags" },
     h("span", { class: "tag" }, c.specialty),
@@ -106,7 +143,7 @@ function renderCases(cases) {
   h("button", {
     type: "button", class: "btn btn-primary btn-block start-btn",
     dataset: { testid: `start-${c.id}` }, onclick: (ev) => startPractice(c.id, ev.currentTarget),
-  }, "开始练习"))));
+  }, "开始练习"));
 }
 
 function showLanding() {

@@ -120,6 +120,7 @@ def plan(case_id: str, oracle: LeakOracle | None = None) -> list[tuple[Attack, l
     oracle = oracle or LeakOracle.for_case(case_id)
     secrets = oracle.secrets
     out: list[tuple[Attack, list[Step]]] = []
+    used: set[Secret] = set()
     k = 0
     for attack in attacks_for(case_id):
         steps = []
@@ -128,12 +129,16 @@ def plan(case_id: str, oracle: LeakOracle | None = None) -> list[tuple[Attack, l
                 steps.append(Step(question, BENIGN[(k + i) % len(BENIGN)], None, "benign"))
                 continue
             # A term the question itself names is left to `confirmation_plan`: here the
-            # model volunteers what the contestant did not say.
+            # model volunteers what the contestant did not say. Secrets not yet given away
+            # come first, so every one is, where the attacks outnumber them.
             named = {leak.secret for leak in oracle.leaks(question)}
-            while (secret := secrets[k % len(secrets)]) in named:
+            fresh = [x for x in secrets if x not in named and x not in used]
+            while (secret := secrets[k % len(secrets)]) in named or (
+                    fresh and secret not in fresh):
                 k += 1
             style, reply = hostile_reply(oracle, secret, k)
             steps.append(Step(question, reply, secret, style))
+            used.add(secret)
             k += 1
         out.append((attack, steps))
     return out

@@ -121,6 +121,16 @@ def test_practice_round(page: Page, live_server: str) -> None:
     # Before the submission nothing on the page names the answer key.
     expect(page.get_by_test_id("answer-key")).to_have_count(0)
     page.get_by_test_id("name-input").fill("浏览器测试")
+    # Dozens of cases: the student narrows them by specialty and difficulty, or searches.
+    page.get_by_test_id("case-specialty").select_option("心血管内科")
+    page.get_by_test_id("case-difficulty").select_option("medium")
+    expect(page.get_by_test_id(f"case-{CASE}")).to_be_visible()
+    expect(page.get_by_test_id("case-count")).to_contain_text("个病例")
+    page.get_by_test_id("case-search").fill("不存在的病例标题")
+    expect(page.get_by_test_id(f"case-{CASE}")).to_be_hidden()
+    expect(page.locator("#case-none")).to_be_visible()
+    page.get_by_test_id("case-search").fill("胸痛")
+    expect(start).to_be_visible()
     shot(page, "1-landing")
 
     # (2) start: patient card, opening statement, vital signs
