@@ -136,7 +136,7 @@ def _pair(settings: Settings, tmp: Path, name: str, **extra: str) -> Iterator[Pa
         DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
         DATABASE_SCHEMA=settings.database_schema, REDIS_PREFIX=prefix,
         ADMIN_PASSWORD=ADMIN_PASSWORD, CASES_DIR=str(settings.cases_dir),
-        DATA_DIR=str(settings.data_dir), **extra,
+        DATA_DIR=str(settings.data_dir), EMBEDDING_DIR=str(settings.embedding_cache), **extra,
     )
     pair = Pair([Server(f"{name}-{i}", env, tmp) for i in (1, 2)], prefix)
     try:

@@ -105,7 +105,8 @@ class Arena(ServerProcess):
             DATABASE_URL=settings.database_url, REDIS_URL=valkey.url,
             DATABASE_SCHEMA=settings.database_schema, REDIS_PREFIX=settings.redis_prefix,
             ADMIN_PASSWORD=ADMIN_PASSWORD, CASES_DIR=str(settings.cases_dir),
-            DATA_DIR=str(settings.data_dir), SCRIPTED_CHUNK_MS="200",
+            DATA_DIR=str(settings.data_dir), EMBEDDING_DIR=str(settings.embedding_cache),
+            SCRIPTED_CHUNK_MS="200",
             FORWARDED_ALLOW_IPS="127.0.0.1",
         )
         super().__init__("serve", env, log)
