@@ -227,7 +227,8 @@ def parts() -> dict[str, tuple[dict[str, Case], list[Item], list[FollowUpItem]]]
     in_split = {i for ids in split.values() for i in ids}
     # The library's first cases, on which the matcher was written; the evaluation cases
     # joined the library later and are read by their split.
-    shipped = load_cases(sorted(p for p in CASES.glob("*.json") if p.stem not in in_split))
+    shipped = load_cases(sorted(p for p in CASES.glob("*.json")
+                                if p.stem not in in_split and (EVAL / f"{p.stem}.txt").exists()))
     out = {"shipped": (shipped, load_items(EVAL, shipped), load_followups())}
     for part in ("dev", "holdout"):
         ids = [i for i in split.get(part, []) if (CASES / f"{i}.json").exists()]
