@@ -620,15 +620,19 @@ for (const [sel, fromRecord] of [["#new-blank", false], ["#new-import", true]]) 
       return;
     }
     try {
-      const res = await api("/api/authoring/cases", { method: "POST", body: { record } });
-      $("#new-dialog").close();
-      $("#new-record").value = "";
-      await loadLibrary();
-      location.hash = `case=${encodeURIComponent(res.id)}`;
+      await openCreated(await api("/api/authoring/cases", { method: "POST", body: { record } }));
     } catch (err) {
       showText($("#new-error"), err.message);
     }
   });
+}
+
+/** A case just made (blank, imported or drafted): close the dialog and open it. */
+async function openCreated(res) {
+  $("#new-dialog").close();
+  $("#new-record").value = "";
+  await loadLibrary();
+  location.hash = `case=${encodeURIComponent(res.id)}`;
 }
 
 $("#new-llm").addEventListener("click", async () => {
@@ -649,11 +653,7 @@ $("#new-llm").addEventListener("click", async () => {
   progress.hidden = false;
   const timer = setInterval(tick, 1000);
   try {
-    const res = await api("/api/authoring/draft", { method: "POST", body: { source } });
-    $("#new-dialog").close();
-    $("#new-record").value = "";
-    await loadLibrary();
-    location.hash = `case=${encodeURIComponent(res.id)}`;
+    await openCreated(await api("/api/authoring/draft", { method: "POST", body: { source } }));
   } catch (err) {
     showText($("#new-error"), err.message);
   } finally {

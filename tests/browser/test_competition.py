@@ -82,6 +82,17 @@ def pages(browser: Browser) -> Iterator[Pages]:
     assert not p.problems, "the pages logged errors:\n" + "\n".join(p.problems)
 
 
+def organizer(pages: Pages, url: str) -> Page:
+    """The organizer console on a laptop, signed in as admin."""
+    org = pages.open("organizer", DESKTOP)
+    org.goto(url + "/organizer.html")
+    org.get_by_test_id("login-username").fill("admin")
+    org.get_by_test_id("login-password").fill(ADMIN_PASSWORD)
+    org.get_by_test_id("login-button").click()
+    expect(org.get_by_test_id("user-name")).to_contain_text("组织者")
+    return org
+
+
 def shot(page: Page, step: str, *, full_page: bool = False) -> None:
     """Screenshot a step, and check that nothing sticks out sideways."""
     width = page.evaluate("document.documentElement.scrollWidth")
@@ -157,12 +168,7 @@ def test_competition(pages: Pages, live_server: str) -> None:
     })
 
     # (1) the organizer: sign in, competition, roster, round, lobby, big-screen link
-    org = pages.open("organizer", DESKTOP)
-    org.goto(live_server + "/organizer.html")
-    org.get_by_test_id("login-username").fill("admin")
-    org.get_by_test_id("login-password").fill(ADMIN_PASSWORD)
-    org.get_by_test_id("login-button").click()
-    expect(org.get_by_test_id("user-name")).to_contain_text("组织者")
+    org = organizer(pages, live_server)
     expect(org.get_by_test_id("conn-status")).to_have_attribute("data-state", "open")
     org.get_by_test_id("competition-title").fill(title)
     org.get_by_test_id("create-competition").click()
@@ -468,12 +474,7 @@ def test_a_drawn_round_with_typed_orders(pages: Pages, live_server: str) -> None
         cid = api.call("POST", "/api/competitions", {"title": title})["id"]
         api.call("POST", f"/api/competitions/{cid}/roster",
                  content=f"姓名,学校,队伍,邮箱\n王芳,湘雅医学院,一队,wf-{cid}@example.com\n".encode())
-        org = pages.open("organizer", DESKTOP)
-        org.goto(live_server + "/organizer.html")
-        org.get_by_test_id("login-username").fill("admin")
-        org.get_by_test_id("login-password").fill(ADMIN_PASSWORD)
-        org.get_by_test_id("login-button").click()
-        expect(org.get_by_test_id("user-name")).to_contain_text("组织者")
+        org = organizer(pages, live_server)
         org.goto(f"{live_server}/organizer.html#c={cid}")
         org.reload()
         expect(org.get_by_test_id("round-form")).to_be_visible()

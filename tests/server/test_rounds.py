@@ -164,12 +164,18 @@ def test_a_whole_round(server: str, clock: FakeClock) -> None:
     assert audit[3]["reason"] == "网络故障"
 
 
-def test_rejoin_restores_everything(server: str, clock: FakeClock) -> None:
+def _started(server: str, **rules: Any) -> tuple[Api, str, str]:
+    """A running round of one contestant: (organizer, round id, the contestant's token)."""
     org = Api.login(server)
-    _, rid, roster = make_round(org, people=1)
+    _, rid, roster = make_round(org, people=1, **rules)
     token = org.join(roster[0]["join_code"])["token"]
     org.action(rid, "open")
     org.action(rid, "start")
+    return org, rid, token
+
+
+def test_rejoin_restores_everything(server: str, clock: FakeClock) -> None:
+    _, rid, token = _started(server)
     with Client(server) as a:
         a.hello(token=token)
         play: protocol.PlayState = a.expect("play_state")
@@ -249,11 +255,7 @@ def test_typed_orders_where_the_round_hides_the_menu(server: str, clock: FakeClo
     shared menu's names and aliases, the case's result comes back under the menu's name,
     an item the case is silent on is normal (not refused), and words naming nothing get a
     Chinese error. A rejoin shows every result again."""
-    org = Api.login(server)
-    _, rid, roster = make_round(org, people=1, order_menu=False)
-    token = org.join(roster[0]["join_code"])["token"]
-    org.action(rid, "open")
-    org.action(rid, "start")
+    org, rid, token = _started(server, order_menu=False)
     with Client(server) as a:
         a.hello(token=token)
         play: protocol.PlayState = a.expect("play_state")
