@@ -372,8 +372,6 @@ def guard_terms(case: Case) -> tuple[GuardTerm, ...]:
         for form_norm, form in _variants(text, norm, kind):
             if form_norm in seen or not _specific(form_norm) or form_norm in facing:
                 continue
-            if form == "reversed" and len(form_norm) < 3:
-                continue
             seen.add(form_norm)
             terms.append(_term(text.strip(), kind, form_norm, form))
     return tuple(terms)

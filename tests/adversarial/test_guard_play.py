@@ -11,14 +11,14 @@ from tests.adversarial.oracle import all_case_ids
 
 # The guard was built and checked on the first three cases. Played against the 37 cases
 # that joined the library later, it lets through, on these: the key's ambiguous
-# abbreviations (PE, MG, MM, AF, TB: left out because "mg" is also a dose), two-character
-# names reversed (亢甲, 疮狼), numbers of results and reference ranges, and findings
+# abbreviations (PE, MG, MM, AF, TB: left out because "mg" is also a dose), numbers of
+# results and reference ranges, and findings
 # spelled out with separators (docs/guard.md, "The whole library"). Strict: a case the
 # guard comes to hold fails here until it is taken off the list.
 LEAKS_ON = {
     "agayiv", "aufuxa", "ayp708", "cq1js7", "cv0zqr", "dhafci", "du6kgw", "ehc7z6", "ej6cvo",
-    "fgncz2", "g86urr", "howa6s", "kp7bds", "lx1rn1", "oihpbi", "ov4p0i", "smbl3j", "t3ox9p",
-    "t7yvbr", "u8qsud", "uqpv6z", "wd85sv", "yuhut0",
+    "fgncz2", "g86urr", "kp7bds", "lx1rn1", "oihpbi", "smbl3j", "t3ox9p", "t7yvbr", "uqpv6z",
+    "wd85sv", "yuhut0",
 }
 
 
